@@ -1,0 +1,239 @@
+"""Per-example metrics for the ``gen_qa`` task (lighteval-style: one small function per metric).
+
+Definitions (as lighteval computes them, which is what Nova reports):
+
+- ``em``: gold and prediction are both ``str.strip()``-ed; 1.0 if equal else 0.0.
+- ``qem``: the same after :func:`normalize_answer` (HELM normalization).
+- ``f1``: F-measure of the *sets* of white-space tokens (``str.split()``) of gold and
+  prediction, no normalization. Duplicate tokens count once. Like lighteval (which calls
+  ``nltk.scores.f_measure`` and maps ``None`` to 0), the result is 0.0 when either token
+  set is empty, *including when both are empty* (``f1("", "") == 0.0``).
+- ``f1_score_quasi``: ``f1`` on :func:`normalize_answer` text (same empty-set rule, so a
+  pair that normalizes to nothing, e.g. ``"the"`` vs ``"a"``, scores 0.0).
+- ``rouge1``, ``rouge2``, ``rougeL``: F-measure from ``rouge_score.rouge_scorer.RougeScorer``
+  with its default tokenizer (lowercase, non-``[a-z0-9]`` characters become separators, so
+  text in other scripts has no tokens and scores 0.0) and ``use_stemmer=False``.
+- ``bleu``: a corpus metric, not a per-example one. Each example contributes sacrebleu's
+  sufficient statistics (:func:`bleu_sufficient_stats`); corpus BLEU (0..100) is computed
+  from their sum with sacrebleu's default ``BLEU`` settings (13a tokenizer, ``exp``
+  smoothing, no effective order, max n-gram order 4), which equals
+  ``sacrebleu.corpus_bleu(preds, [golds]).score``. lighteval 0.10, which Nova uses, scores
+  only the first hypothesis for bleu; we compute proper corpus BLEU.
+
+This module is plain Python (no dagster import); aggregation lives in ``stats.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import sacrebleu
+from rouge_score import rouge_scorer
+
+PER_EXAMPLE_METRICS: tuple[str, ...] = (
+    "em",
+    "qem",
+    "f1",
+    "f1_score_quasi",
+    "rouge1",
+    "rouge2",
+    "rougeL",
+)
+
+ROUGE_TYPES: tuple[str, ...] = ("rouge1", "rouge2", "rougeL")
+
+#: Layout of one row of BLEU sufficient statistics (sacrebleu's segment statistics).
+BLEU_STATS_FIELDS: tuple[str, ...] = (
+    "hyp_len",
+    "ref_len",
+    "correct_1",
+    "correct_2",
+    "correct_3",
+    "correct_4",
+    "total_1",
+    "total_2",
+    "total_3",
+    "total_4",
+)
+BLEU_MAX_NGRAM_ORDER = 4
+N_BLEU_STATS = len(BLEU_STATS_FIELDS)
+
+# ---------------------------------------------------------------------------
+# Normalization
+# ---------------------------------------------------------------------------
+
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
+_TOKEN_SPLIT_RE = re.compile(" |-")
+
+
+def _homogenize_number(token: str) -> str:
+    try:
+        return str(float(token))
+    except ValueError:
+        return token
+
+
+def normalize_answer(text: str) -> str:
+    """HELM normalization, exactly as lighteval's ``helm_normalizer`` does it.
+
+    The text is split on spaces and hyphens; each piece is lowercased, stripped of ASCII
+    punctuation, turned into a float string if it parses as a float (``"3"`` -> ``"3.0"``,
+    ``"03"`` -> ``"3.0"``), stripped of the articles a/an/the, and white-space collapsed;
+    empty pieces are dropped and the rest joined by single spaces.
+
+    Quirk kept for fidelity: punctuation is removed *before* the float cast, so ``"3.0"``
+    becomes ``"30"`` and then ``"30.0"``; ``"3"`` and ``"3.0"`` therefore do not match under
+    qem, while ``"3"``, ``"03"`` and ``"3."`` do.
+    """
+    pieces = []
+    for token in _TOKEN_SPLIT_RE.split(text):
+        token = token.lower()
+        token = "".join(ch for ch in token if ch not in _PUNCTUATION)
+        token = _homogenize_number(token)
+        token = _ARTICLES_RE.sub(" ", token)
+        token = " ".join(token.split())
+        if token:
+            pieces.append(token)
+    return " ".join(pieces).strip()
+
+
+# ---------------------------------------------------------------------------
+# Per-example metrics
+# ---------------------------------------------------------------------------
+
+
+def exact_match(gold: str, pred: str) -> float:
+    """``em``: 1.0 if the stripped strings are equal, else 0.0."""
+    return 1.0 if gold.strip() == pred.strip() else 0.0
+
+
+def quasi_exact_match(gold: str, pred: str) -> float:
+    """``qem``: exact match after :func:`normalize_answer` on both sides."""
+    return 1.0 if normalize_answer(gold).strip() == normalize_answer(pred).strip() else 0.0
+
+
+def _set_f1(gold_tokens: set[str], pred_tokens: set[str]) -> float:
+    """F-measure (alpha 0.5) of two token sets; 0.0 if either set is empty."""
+    if not gold_tokens or not pred_tokens:
+        return 0.0
+    common = len(gold_tokens & pred_tokens)
+    if common == 0:
+        return 0.0
+    precision = common / len(pred_tokens)
+    recall = common / len(gold_tokens)
+    return 2.0 * precision * recall / (precision + recall)
+
+
+def f1_score(gold: str, pred: str) -> float:
+    """``f1``: F-measure of the sets of white-space tokens, no normalization.
+
+    Empty cases: 0.0 if either side has no tokens, including both empty (lighteval).
+    """
+    return _set_f1(set(gold.split()), set(pred.split()))
+
+
+def f1_score_quasi(gold: str, pred: str) -> float:
+    """``f1_score_quasi``: :func:`f1_score` on :func:`normalize_answer` text."""
+    return _set_f1(set(normalize_answer(gold).split()), set(normalize_answer(pred).split()))
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer() -> rouge_scorer.RougeScorer:
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+
+
+def rouge_scores(gold: str, pred: str) -> dict[str, float]:
+    """``rouge1``/``rouge2``/``rougeL`` F-measures (rouge_score default tokenizer, no stemming)."""
+    scores = _rouge_scorer().score(gold, pred)  # (target, prediction)
+    return {name: float(scores[name].fmeasure) for name in ROUGE_TYPES}
+
+
+def example_metrics(gold: str, pred: str) -> dict[str, float]:
+    """All :data:`PER_EXAMPLE_METRICS` for one (gold, prediction) pair, in that order."""
+    out = {
+        "em": exact_match(gold, pred),
+        "qem": quasi_exact_match(gold, pred),
+        "f1": f1_score(gold, pred),
+        "f1_score_quasi": f1_score_quasi(gold, pred),
+    }
+    out.update(rouge_scores(gold, pred))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# BLEU (corpus metric via sufficient statistics)
+# ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _bleu() -> sacrebleu.BLEU:
+    # Default corpus settings (13a, exp smoothing). effective_order=True only silences
+    # sacrebleu's sentence-level warning; it does not change the sufficient statistics,
+    # and scores are never taken from this object's sentence_score.
+    return sacrebleu.BLEU(effective_order=True)
+
+
+@lru_cache(maxsize=1)
+def _bleu_defaults() -> sacrebleu.BLEU:
+    return sacrebleu.BLEU()
+
+
+def bleu_sufficient_stats(gold: str, pred: str) -> list[float]:
+    """sacrebleu's segment statistics for one pair, laid out as :data:`BLEU_STATS_FIELDS`.
+
+    ``[hyp_len, ref_len, correct_1..4, total_1..4]``; summing rows over a corpus and
+    passing the sum to :func:`bleu_from_stats` gives corpus BLEU.
+    """
+    score = _bleu().sentence_score(pred, [gold])
+    row = [score.sys_len, score.ref_len, *score.counts, *score.totals]
+    return [float(x) for x in row]
+
+
+def bleu_from_stats(stats: np.ndarray) -> float:
+    """Corpus BLEU (0..100) from sufficient statistics.
+
+    ``stats`` is either one summed row of shape ``(10,)`` or per-example rows of shape
+    ``(n, 10)``, which are summed over rows first. Uses ``sacrebleu.BLEU.compute_bleu`` with
+    the default ``BLEU`` settings (exp smoothing, no effective order, order 4).
+    """
+    arr = np.asarray(stats, dtype=np.float64)
+    if arr.ndim == 2:
+        arr = arr.sum(axis=0)
+    if arr.shape != (N_BLEU_STATS,):
+        raise ValueError(f"expected {N_BLEU_STATS} BLEU statistics, got shape {arr.shape}")
+    ints = [int(x) for x in np.rint(arr)]
+    order = BLEU_MAX_NGRAM_ORDER
+    b = _bleu_defaults()
+    result = sacrebleu.BLEU.compute_bleu(
+        correct=ints[2 : 2 + order],
+        total=ints[2 + order :],
+        sys_len=ints[0],
+        ref_len=ints[1],
+        smooth_method=b.smooth_method,
+        smooth_value=b.smooth_value,
+        effective_order=b.effective_order,
+        max_ngram_order=order,
+    )
+    return float(result.score)
+
+
+def corpus_bleu(golds: Sequence[str], preds: Sequence[str]) -> float:
+    """Corpus BLEU (0..100), equal to ``sacrebleu.corpus_bleu(preds, [golds]).score``.
+
+    Returns NaN for an empty corpus (sacrebleu itself raises there).
+    """
+    if len(golds) != len(preds):
+        raise ValueError(f"{len(golds)} golds but {len(preds)} predictions")
+    if len(golds) == 0:
+        return math.nan
+    stats = np.array(
+        [bleu_sufficient_stats(g, p) for g, p in zip(golds, preds, strict=True)],
+        dtype=np.float64,
+    )
+    return bleu_from_stats(stats)
