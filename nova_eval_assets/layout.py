@@ -1,0 +1,89 @@
+"""Where an evaluation's files go: one place that names every path.
+
+``<output root>/<run.name>/`` holds ``stages/`` (what each pipeline stage hands the next)
+and ``eval_results/`` (the Nova-compatible results and our typed tables).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nova_eval_assets import storage
+from nova_eval_assets.recipe import LoadedRecipe, resolve_relative
+
+OUTPUT_ROOT_ENV = "NOVA_EVAL_OUTPUT_ROOT"
+
+
+def project_root(start: Path) -> Path:
+    """The nearest folder at or above ``start`` holding workspace.yaml or pyproject.toml."""
+    for folder in (start, *start.parents):
+        if (folder / "workspace.yaml").exists() or (folder / "pyproject.toml").exists():
+            return folder
+    return start
+
+
+def output_root(loaded: LoadedRecipe) -> str:
+    """``run.output_s3_path`` if set (relative to the recipe's folder), else
+    $NOVA_EVAL_OUTPUT_ROOT, else ``outputs/`` in the project that holds the recipe."""
+    configured = loaded.recipe.run.output_s3_path
+    if configured:
+        return resolve_relative(configured, loaded.path.parent)
+    env = os.environ.get(OUTPUT_ROOT_ENV)
+    if env:
+        return env if storage.is_remote(env) else str(Path(env).expanduser().resolve())
+    return str(project_root(loaded.path.parent) / "outputs")
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    """ISO-8601 with ':' replaced by '-' (Nova's file-name timestamp)."""
+    moment = moment or datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H-%M-%S.%f")[:-3] + "Z"
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+@dataclass(frozen=True)
+class EvalLayout:
+    root: str
+
+    @classmethod
+    def for_recipe(cls, loaded: LoadedRecipe) -> EvalLayout:
+        return cls(storage.join(output_root(loaded), loaded.name))
+
+    def stage(self, *parts: str) -> str:
+        return storage.join(self.root, "stages", *parts)
+
+    @property
+    def validated(self) -> str:
+        return self.stage("validated_dataset.parquet")
+
+    @property
+    def validation_report(self) -> str:
+        return self.stage("validation_report.json")
+
+    @property
+    def prompts(self) -> str:
+        return self.stage("preprocessed_prompts.parquet")
+
+    def inference(self, replica: int, replicas: int) -> str:
+        return self.stage("inference", f"replicas-{replicas}", f"replica-{replica}.parquet")
+
+    def metrics(self, replica: int, replicas: int) -> str:
+        return self.stage("metrics", f"replicas-{replicas}", f"replica-{replica}.parquet")
+
+    @property
+    def results_dir(self) -> str:
+        return storage.join(self.root, "eval_results")
+
+    def result(self, *parts: str) -> str:
+        return storage.join(self.results_dir, *parts)
+
+    @property
+    def rejected_rows(self) -> str:
+        return self.result("rejected_rows.jsonl")

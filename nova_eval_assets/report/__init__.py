@@ -1,0 +1,1 @@
+"""Results files: the Nova/lighteval results JSON and details export, and summaries."""

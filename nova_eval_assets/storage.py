@@ -1,0 +1,162 @@
+"""Where files live, and reading and writing them: local paths or ``s3://`` URIs.
+
+Every write is atomic: a local file is written beside its target and renamed into place,
+and an S3 object appears only when its upload completes, so a killed run never leaves a
+half-written file that a later stage would read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def is_remote(location: str) -> bool:
+    return "://" in location
+
+
+def join(root: str, *parts: str) -> str:
+    if is_remote(root):
+        return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(root, *parts))
+
+
+def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    if location.startswith("s3://"):
+        endpoint = os.environ.get("NOVA_EVAL_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+        bucket_key = location[len("s3://") :]
+        options: dict[str, Any] = {}
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            options["region"] = region
+        return pafs.S3FileSystem(**options), bucket_key
+    if is_remote(location):
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), str(Path(location).resolve())
+
+
+def exists(location: str) -> bool:
+    fs, path = _filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_files(location: str, suffix: str = "") -> list[str]:
+    """Files directly or deeply under ``location``, as locations in the same scheme, sorted."""
+    fs, path = _filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    found = sorted(
+        i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)
+    )
+    if location.startswith("s3://"):
+        return [f"s3://{p}" for p in found]
+    return found
+
+
+@contextmanager
+def atomic_output(location: str) -> Iterator[pa.NativeFile]:
+    """A writable stream that becomes ``location`` only if the block completes."""
+    fs, path = _filesystem(location)
+    if isinstance(fs, pafs.LocalFileSystem):
+        parent = Path(path).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        temp = str(parent / f".{Path(path).name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with fs.open_output_stream(temp) as stream:
+                yield stream
+            os.replace(temp, path)
+        finally:
+            if os.path.exists(temp):
+                os.remove(temp)
+    else:  # object stores publish an object only when its upload completes
+        with fs.open_output_stream(path) as stream:
+            yield stream
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    with atomic_output(location) as stream:
+        stream.write(data)
+
+
+def write_text(location: str, text: str) -> None:
+    write_bytes(location, text.encode("utf-8"))
+
+
+def write_json(location: str, obj: Any) -> None:
+    write_text(location, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=True) + "\n")
+
+
+def write_jsonl(location: str, rows: Iterable[dict[str, Any]]) -> int:
+    count = 0
+    with atomic_output(location) as stream:
+        buffer = io.StringIO()
+        for row in rows:
+            buffer.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+            if buffer.tell() > 1 << 20:
+                stream.write(buffer.getvalue().encode("utf-8"))
+                buffer = io.StringIO()
+        stream.write(buffer.getvalue().encode("utf-8"))
+    return count
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = _filesystem(location)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def read_json(location: str) -> Any:
+    return json.loads(read_bytes(location))
+
+
+def iter_lines(location: str) -> Iterator[str]:
+    """Lines of a UTF-8 text file without their line endings, streamed."""
+    fs, path = _filesystem(location)
+    with fs.open_input_stream(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")  # type: ignore[arg-type]
+        for line in text:
+            yield line.rstrip("\r\n")
+
+
+def write_parquet(location: str, table: pa.Table) -> None:
+    with atomic_output(location) as stream:
+        pq.write_table(table, stream, compression="zstd")
+
+
+@contextmanager
+def parquet_writer(location: str, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """Write a Parquet file in row batches; it appears only once complete."""
+    with (
+        atomic_output(location) as stream,
+        pq.ParquetWriter(stream, schema, compression="zstd") as writer,
+    ):
+        yield writer
+
+
+def read_parquet(location: str, columns: list[str] | None = None) -> pa.Table:
+    fs, path = _filesystem(location)
+    return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+def delete(location: str) -> None:
+    fs, path = _filesystem(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)
