@@ -67,7 +67,7 @@ class EvaluationConfig(_Section):
 class InferenceConfig(_Section):
     max_new_tokens: int = Field(default=256, ge=1, le=32768)
     top_k: int = Field(default=-1, ge=-1)
-    top_p: float = Field(default=1.0, ge=0.0, le=1.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     temperature: float = Field(default=0.0, ge=0.0)
     top_logprobs: int = Field(default=0, ge=0, le=20)
     # extensions
@@ -208,7 +208,7 @@ def _describe(error: dict[str, Any], source: str, root: yaml.Node | None) -> str
 
 _RANGES = {
     ("inference", "top_logprobs"): "0..20 (0 = off)",
-    ("inference", "top_p"): "0..1",
+    ("inference", "top_p"): "0 < top_p <= 1",
     ("inference", "temperature"): ">= 0 (0 = greedy)",
     ("inference", "top_k"): "-1 (off) or >= 1",
     ("run", "replicas"): "1..1024",
