@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -137,6 +138,6 @@ def test_shard_ranges(rows, replicas, block, expected):
 def test_shards_cover_every_row_once_on_block_boundaries(replicas):
     ranges = shard_ranges(1003, replicas, 32)
     assert ranges[0][0] == 0 and ranges[-1][1] == 1003
-    for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(ranges):
         assert end == start
     assert all(start % 32 == 0 for start, _ in ranges)

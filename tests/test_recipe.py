@@ -120,7 +120,7 @@ def test_load_recipe_resolves_data_relative_to_recipe(tmp_path: Path):
     loaded = load_recipe(tmp_path / "demo.yaml")
     assert loaded.resolve_data_path() == str(tmp_path / "data" / "rows.jsonl")
     assert load_recipe(tmp_path / "demo.yaml").with_overrides(replicas=3).recipe.run.replicas == 3
-    with pytest.raises(RecipeError, match="missing.yaml"):
+    with pytest.raises(RecipeError, match=r"missing\.yaml"):
         load_recipe(tmp_path / "missing.yaml")
 
 
@@ -133,7 +133,7 @@ def test_override_is_validated(tmp_path: Path):
 def test_duplicate_recipe_names_are_rejected(tmp_path: Path):
     (tmp_path / "a.yaml").write_text(VALID)
     (tmp_path / "b.yaml").write_text(VALID)
-    with pytest.raises(RecipeError, match="run.name 'demo' is also used"):
+    with pytest.raises(RecipeError, match=r"run\.name 'demo' is also used"):
         discover_recipes(tmp_path)
 
 
