@@ -68,6 +68,10 @@ class EvalLayout:
         return self.stage("validation_report.json")
 
     @property
+    def latest_report(self) -> str:
+        return self.stage("latest_report.json")
+
+    @property
     def prompts(self) -> str:
         return self.stage("preprocessed_prompts.parquet")
 

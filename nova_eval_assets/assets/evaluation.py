@@ -1,0 +1,201 @@
+"""The asset graph of one gen_qa recipe: thin wiring around :mod:`nova_eval_assets.stages`.
+
+validated_dataset -> preprocessed_prompts -> inference_outputs[replica]
+    -> postprocessed_metrics[replica] -> aggregated_report
+
+Keys are prefixed and grouped by the recipe's ``run.name``. The recipe file is the whole
+configuration, so materializing from the UI needs no launch config.
+"""
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from nova_eval_assets import progress, stages, storage
+from nova_eval_assets.recipe import LoadedRecipe
+
+VALIDATION_CHECK = "dataset_is_valid"
+
+
+def replica_partitions(replicas: int) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition([str(i) for i in range(replicas)])
+
+
+def _version(*parts: Any) -> str:
+    """A code version from what changes a stage's results."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(none)"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
+    recipe = loaded.recipe
+    name = loaded.name
+    partitions = replica_partitions(recipe.run.replicas)
+    tags = {"recipe": name}
+
+    def key(stage: str) -> dg.AssetKey:
+        return dg.AssetKey([name, stage])
+
+    @dg.asset(
+        key=key("validated_dataset"),
+        group_name=name,
+        code_version=_version(recipe.dataset, recipe.run.data_s3_path, recipe.run.limit),
+        description=f"Rows of {recipe.run.data_s3_path} that pass gen_qa validation.",
+        kinds={"python", "parquet"},
+        tags=tags,
+    )
+    def validated_dataset(context: AssetExecutionContext) -> dg.MaterializeResult:
+        outcome, summary = stages.run_validation(loaded)
+        if outcome.problems:
+            context.log.warning(outcome.report())
+        return dg.MaterializeResult(
+            metadata={
+                "valid_rows": summary["valid_rows"],
+                "rejected_rows": summary["rejected_rows"],
+                "lines_read": summary["lines_read"],
+                "policy": summary["policy"],
+                "dataset": dg.MetadataValue.path(summary["source"]),
+                "dataset_sha256": summary["dataset_sha256"],
+                "rejected_rows_file": dg.MetadataValue.path(summary["rejected_path"]),
+            }
+        )
+
+    @dg.asset_check(
+        asset=validated_dataset,
+        name=VALIDATION_CHECK,
+        blocking=True,
+        description="Every dataset line is valid, or rejected rows are allowed by the recipe.",
+    )
+    def dataset_is_valid() -> dg.AssetCheckResult:
+        layout = stages.EvalLayout.for_recipe(loaded)
+        summary = storage.read_json(layout.validation_report)
+        strict = summary["policy"] == "fail"
+        return dg.AssetCheckResult(
+            passed=bool(summary["ok"]),
+            severity=dg.AssetCheckSeverity.ERROR if strict else dg.AssetCheckSeverity.WARN,
+            description=None if summary["ok"] else summary["report"],
+            metadata={
+                "problem_count": summary["problem_count"],
+                "rejected_rows": summary["rejected_rows"],
+                "first_problems": dg.MetadataValue.md(
+                    "\n".join(f"- {p}" for p in summary["problems"]) or "none"
+                ),
+            },
+        )
+
+    @dg.asset(
+        key=key("preprocessed_prompts"),
+        deps=[validated_dataset],
+        group_name=name,
+        code_version=_version(recipe.processor),
+        description="The system prompt, prompt and gold that inference sees, per row.",
+        kinds={"python", "parquet"},
+        tags=tags,
+    )
+    def preprocessed_prompts() -> dg.MaterializeResult:
+        summary = stages.build_prompts(loaded)
+        return dg.MaterializeResult(
+            metadata={"rows": summary["rows"], "path": dg.MetadataValue.path(summary["path"])}
+        )
+
+    @dg.asset(
+        key=key("inference_outputs"),
+        deps=[preprocessed_prompts],
+        partitions_def=partitions,
+        group_name=name,
+        code_version=_version(recipe.run.model_name_or_path, recipe.inference),
+        description="Model outputs with token log probabilities, one partition per replica.",
+        kinds={"pytorch", "parquet"},
+        tags=tags,
+    )
+    def inference_outputs(context: AssetExecutionContext) -> dg.MaterializeResult:
+        replica = int(context.partition_key)
+        last_logged = [0.0]
+
+        def on_batch(done: int, total: int) -> None:
+            progress.notify(f"replica {replica}", done, total)
+            now = time.monotonic()
+            if now - last_logged[0] > 5 or done == total:
+                last_logged[0] = now
+                context.log.info(f"replica {replica}: {done}/{total} rows generated")
+
+        summary = stages.run_inference(loaded, replica, on_batch=on_batch)
+        return dg.MaterializeResult(
+            metadata={
+                "rows": summary["rows"],
+                "row_range": str(summary["row_range"]),
+                "inference_errors": summary["errors"],
+                "generated_tokens": summary["generated_tokens"],
+                "seconds": summary["seconds"],
+                "tokens_per_second": summary["tokens_per_second"],
+                "model_id": summary["model_id"],
+                "path": dg.MetadataValue.path(summary["path"]),
+            }
+        )
+
+    @dg.asset(
+        key=key("postprocessed_metrics"),
+        deps=[inference_outputs],
+        partitions_def=partitions,
+        group_name=name,
+        code_version=_version(recipe.processor, recipe.evaluation),
+        description="Per-example metrics for one replica.",
+        kinds={"python", "parquet"},
+        tags=tags,
+    )
+    def postprocessed_metrics(context: AssetExecutionContext) -> dg.MaterializeResult:
+        summary = stages.score_replica(loaded, int(context.partition_key))
+        return dg.MaterializeResult(
+            metadata={
+                "rows": summary["rows"],
+                "scored": summary["scored"],
+                "path": dg.MetadataValue.path(summary["path"]),
+            }
+        )
+
+    @dg.asset(
+        key=key("aggregated_report"),
+        deps=[postprocessed_metrics],
+        group_name=name,
+        code_version=_version(recipe.evaluation, recipe.processor),
+        description="Aggregated metrics over every replica, the results JSON and exports.",
+        kinds={"python", "parquet"},
+        tags=tags,
+    )
+    def aggregated_report(context: AssetExecutionContext) -> dg.MaterializeResult:
+        report = stages.write_report(loaded)
+        context.log.info("\n" + report["summary_markdown"])
+        metrics = report["metrics"]
+        return dg.MaterializeResult(
+            metadata={
+                "summary": dg.MetadataValue.md(report["summary_markdown"]),
+                **{k: v for k, v in metrics.items() if v is not None},
+                **{f"num_{k}": v for k, v in report["counts"].items()},
+                "paths": dg.MetadataValue.md(
+                    _md_table([{"file": k, "location": v} for k, v in report["paths"].items()])
+                ),
+                "results_json": dg.MetadataValue.path(report["paths"]["results"]),
+            }
+        )
+
+    return [
+        validated_dataset,
+        dataset_is_valid,
+        preprocessed_prompts,
+        inference_outputs,
+        postprocessed_metrics,
+        aggregated_report,
+    ]

@@ -1,0 +1,366 @@
+"""The stages of a gen_qa evaluation as plain functions.
+
+Each stage reads what the previous one wrote (through :mod:`storage`), writes its own
+output atomically, and returns a small summary dict. The Dagster assets call these and
+nothing else; the CLI and tests can call them directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nova_eval_assets import storage
+from nova_eval_assets.dataset import (
+    SCHEMAS,
+    DatasetError,
+    ValidationOutcome,
+    shard_ranges,
+    validate_dataset,
+)
+from nova_eval_assets.engines import create_engine
+from nova_eval_assets.engines.base import Engine, GenerationRequest, SamplingSettings
+from nova_eval_assets.layout import EvalLayout, safe_name, timestamp
+from nova_eval_assets.metrics import (
+    PER_EXAMPLE_METRICS,
+    aggregate_gen_qa,
+    bleu_sufficient_stats,
+    example_metrics,
+)
+from nova_eval_assets.recipe import LoadedRecipe
+from nova_eval_assets.report.nova_export import write_nova_export
+from nova_eval_assets.report.results import results_document, summary_markdown
+
+ProgressCallback = Callable[[int, int], None]
+
+TOP_TOKEN = pa.struct([("token", pa.string()), ("logprob", pa.float64())])
+TOKEN_LOGPROB = pa.struct(
+    [("token", pa.string()), ("logprob", pa.float64()), ("top", pa.list_(TOP_TOKEN))]
+)
+PROMPT_COLUMNS = [
+    pa.field("row_index", pa.int64(), nullable=False),
+    pa.field("line", pa.int64()),
+    pa.field("system", pa.string()),
+    pa.field("prompt", pa.string()),
+    pa.field("gold", pa.string()),
+    pa.field("metadata", pa.string()),
+]
+PROMPTS_SCHEMA = pa.schema(PROMPT_COLUMNS)
+INFERENCE_SCHEMA = pa.schema(
+    [
+        *PROMPT_COLUMNS,
+        pa.field("replica", pa.int32()),
+        pa.field("prediction", pa.string()),
+        pa.field("finish_reason", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("prompt_tokens", pa.int32()),
+        pa.field("completion_tokens", pa.int32()),
+        pa.field("latency_s", pa.float64()),
+        pa.field("token_logprobs", pa.list_(TOKEN_LOGPROB)),
+    ]
+)
+METRICS_SCHEMA = pa.schema(
+    [
+        pa.field("row_index", pa.int64(), nullable=False),
+        pa.field("scored", pa.bool_()),
+        pa.field("metrics", pa.map_(pa.string(), pa.float64())),
+        pa.field("bleu_stats", pa.list_(pa.float64())),
+    ]
+)
+
+
+def sha256_of(location: str) -> str:
+    return hashlib.sha256(storage.read_bytes(location)).hexdigest()
+
+
+def sampling_settings(loaded: LoadedRecipe) -> SamplingSettings:
+    inference = loaded.recipe.inference
+    return SamplingSettings(
+        max_new_tokens=inference.max_new_tokens,
+        temperature=inference.temperature,
+        top_k=inference.top_k,
+        top_p=inference.top_p,
+        top_logprobs=inference.top_logprobs,
+        seed=inference.seed,
+    )
+
+
+# ---------------------------------------------------------------- validated_dataset
+
+
+def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, Any]]:
+    """Validate the dataset and write the valid rows, the rejected rows and the report.
+
+    Under ``dataset.on_invalid: fail`` an invalid dataset is reported (the report file is
+    written) but no rows are handed on; callers raise :class:`DatasetError` from the outcome.
+    """
+    recipe = loaded.recipe
+    layout = EvalLayout.for_recipe(loaded)
+    source = loaded.resolve_data_path()
+    outcome = validate_dataset(
+        source,
+        SCHEMAS[recipe.evaluation.task],
+        metadata_format=recipe.dataset.metadata_format,
+        limit=recipe.run.limit,
+    )
+    strict_failure = not outcome.ok and recipe.dataset.on_invalid == "fail"
+    summary: dict[str, Any] = {
+        "source": source,
+        "dataset_sha256": sha256_of(source),
+        "lines_read": outcome.lines_read,
+        "valid_rows": 0 if strict_failure else outcome.table.num_rows,
+        "rejected_rows": len(outcome.rejected),
+        "problems": [str(p) for p in outcome.problems[:20]],
+        "problem_count": len(outcome.problems),
+        "policy": recipe.dataset.on_invalid,
+        "ok": outcome.ok,
+        "report": outcome.report(),
+        "validated_path": layout.validated,
+        "rejected_path": layout.rejected_rows,
+    }
+    storage.write_json(layout.validation_report, summary)
+    storage.write_jsonl(layout.rejected_rows, (r.as_record() for r in outcome.rejected))
+    if not strict_failure:
+        storage.write_parquet(layout.validated, outcome.table)
+    elif storage.exists(layout.validated):
+        storage.delete(layout.validated)  # never leave an older run's rows to be picked up
+    return outcome, summary
+
+
+def validate_or_raise(loaded: LoadedRecipe) -> dict[str, Any]:
+    outcome, summary = run_validation(loaded)
+    if not outcome.ok and loaded.recipe.dataset.on_invalid == "fail":
+        raise DatasetError(outcome)
+    return summary
+
+
+# ---------------------------------------------------------------- preprocessed_prompts
+
+
+def build_prompts(loaded: LoadedRecipe) -> dict[str, Any]:
+    """The prompts inference will see: system, prompt and gold per validated row."""
+    layout = EvalLayout.for_recipe(loaded)
+    rows = storage.read_parquet(layout.validated)
+    prompts = pa.table(
+        {
+            "row_index": rows["row_index"],
+            "line": rows["line"],
+            "system": rows["system"],
+            "prompt": rows["query"],
+            "gold": rows["response"],
+            "metadata": rows["metadata"],
+        },
+        schema=PROMPTS_SCHEMA,
+    )
+    storage.write_parquet(layout.prompts, prompts)
+    return {"rows": prompts.num_rows, "path": layout.prompts}
+
+
+# ---------------------------------------------------------------- inference_outputs
+
+
+def replica_range(num_rows: int, replica: int, replicas: int, block: int) -> tuple[int, int]:
+    if not 0 <= replica < replicas:
+        raise ValueError(f"replica {replica} is outside 0..{replicas - 1}")
+    return shard_ranges(num_rows, replicas, block)[replica]
+
+
+def run_inference(
+    loaded: LoadedRecipe,
+    replica: int,
+    engine: Engine | None = None,
+    on_batch: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Generate for one replica's shard and write its typed Parquet."""
+    layout = EvalLayout.for_recipe(loaded)
+    prompts = storage.read_parquet(layout.prompts)
+    engine = engine or load_engine(loaded)
+    # Shards start on the engine's batching blocks, so the replica count never changes
+    # which rows are batched together (and so never changes the results).
+    batch_size = loaded.recipe.inference.batch_size or engine.default_batch_size
+    replicas = loaded.recipe.run.replicas
+    start, end = replica_range(prompts.num_rows, replica, replicas, engine.block_size(batch_size))
+    shard = prompts.slice(start, end - start)
+    requests = [
+        GenerationRequest(row_index=row["row_index"], prompt=row["prompt"], system=row["system"])
+        for row in shard.select(["row_index", "prompt", "system"]).to_pylist()
+    ]
+    started = time.perf_counter()
+    generations = (
+        engine.generate(requests, sampling_settings(loaded), batch_size, on_batch=on_batch)
+        if requests
+        else []
+    )
+    elapsed = time.perf_counter() - started
+    columns = shard.to_pydict()
+    columns["replica"] = [replica] * shard.num_rows
+    columns["prediction"] = [g.text for g in generations]
+    columns["finish_reason"] = [g.finish_reason for g in generations]
+    columns["error"] = [g.error for g in generations]
+    columns["prompt_tokens"] = [g.prompt_tokens for g in generations]
+    columns["completion_tokens"] = [g.completion_tokens for g in generations]
+    columns["latency_s"] = [g.latency_s for g in generations]
+    columns["token_logprobs"] = [
+        [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "top": [{"token": tok, "logprob": lp} for tok, lp in t.top],
+            }
+            for t in g.tokens
+        ]
+        for g in generations
+    ]
+    table = pa.table(columns, schema=INFERENCE_SCHEMA)
+    path = layout.inference(replica, replicas)
+    storage.write_parquet(path, table)
+    generated = sum(g.completion_tokens for g in generations)
+    return {
+        "replica": replica,
+        "rows": table.num_rows,
+        "row_range": [start, end],
+        "errors": sum(g.finish_reason == "error" for g in generations),
+        "generated_tokens": generated,
+        "seconds": round(elapsed, 3),
+        "tokens_per_second": round(generated / elapsed, 2) if elapsed > 0 else None,
+        "model_id": engine.model_id,
+        "path": path,
+    }
+
+
+_ENGINES: dict[tuple[str, str], Engine] = {}
+
+
+def load_engine(loaded: LoadedRecipe) -> Engine:
+    """One engine per (engine, model) per process: loading a model is the slow part."""
+    key = (loaded.recipe.inference.engine, loaded.recipe.run.model_name_or_path)
+    if key not in _ENGINES:
+        _ENGINES[key] = create_engine(*key)
+    return _ENGINES[key]
+
+
+# ---------------------------------------------------------------- postprocessed_metrics
+
+
+def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
+    """Per-example built-in metrics for one replica; rows whose inference failed are kept,
+    marked unscored, and left out of the aggregates."""
+    layout = EvalLayout.for_recipe(loaded)
+    replicas = loaded.recipe.run.replicas
+    outputs = storage.read_parquet(
+        layout.inference(replica, replicas), columns=["row_index", "gold", "prediction", "error"]
+    ).to_pylist()
+    metrics, stats, scored = [], [], []
+    for row in outputs:
+        ok = row["error"] is None
+        scored.append(ok)
+        metrics.append(list(example_metrics(row["gold"], row["prediction"]).items()) if ok else [])
+        stats.append(bleu_sufficient_stats(row["gold"], row["prediction"]) if ok else None)
+    table = pa.table(
+        {
+            "row_index": [row["row_index"] for row in outputs],
+            "scored": scored,
+            "metrics": metrics,
+            "bleu_stats": stats,
+        },
+        schema=METRICS_SCHEMA,
+    )
+    path = layout.metrics(replica, replicas)
+    storage.write_parquet(path, table)
+    return {"replica": replica, "rows": table.num_rows, "scored": sum(scored), "path": path}
+
+
+# ---------------------------------------------------------------- aggregated_report
+
+
+def collect_replicas(loaded: LoadedRecipe) -> pa.Table:
+    """Every replica's inference and metrics joined, in global row order."""
+    layout = EvalLayout.for_recipe(loaded)
+    replicas = loaded.recipe.run.replicas
+    parts = []
+    for replica in range(replicas):
+        inference = storage.read_parquet(layout.inference(replica, replicas))
+        metrics = storage.read_parquet(layout.metrics(replica, replicas))
+        if inference["row_index"] != metrics["row_index"]:
+            raise RuntimeError(
+                f"replica {replica}: metrics do not match inference outputs; rematerialize "
+                "postprocessed_metrics for this partition"
+            )
+        for name in ("scored", "metrics", "bleu_stats"):
+            inference = inference.append_column(name, metrics[name])
+        parts.append(inference)
+    table = pa.concat_tables(parts)
+    order = np.argsort(table["row_index"].to_numpy(), kind="stable")
+    return table.take(pa.array(order))
+
+
+def aggregate_metrics(table: pa.Table) -> dict[str, float]:
+    scored = table.filter(table["scored"])
+    per_example: dict[str, list[float]] = {name: [] for name in PER_EXAMPLE_METRICS}
+    for row_metrics in scored["metrics"].to_pylist():
+        for name, value in row_metrics:
+            per_example.setdefault(name, []).append(value)
+    stats = np.array(scored["bleu_stats"].to_pylist(), dtype=np.float64)
+    return aggregate_gen_qa(per_example, stats if len(stats) else None)
+
+
+def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[str, Any]:
+    """Fan in every replica: the results JSON, the Nova export and our typed examples table."""
+    layout = EvalLayout.for_recipe(loaded)
+    recipe = loaded.recipe
+    table = collect_replicas(loaded)
+    metrics = aggregate_metrics(table)
+    validation = storage.read_json(layout.validation_report)
+    stamp = timestamp()
+    counts = {
+        "examples": table.num_rows,
+        "scored": int(pc.sum(table["scored"]).as_py() or 0),
+        "inference_errors": int(pc.sum(pc.equal(table["finish_reason"], "error")).as_py() or 0),
+        "rejected_rows": validation["rejected_rows"],
+        "replicas": recipe.run.replicas,
+    }
+    config_general = {
+        "recipe_name": recipe.run.name,
+        "recipe_path": str(loaded.path),
+        "model_name": recipe.run.model_name_or_path,
+        "model_type": recipe.run.model_type,
+        "task": recipe.evaluation.task,
+        "strategy": recipe.evaluation.strategy,
+        "dataset": {"path": validation["source"], "sha256": validation["dataset_sha256"]},
+        "inference": recipe.inference.model_dump(),
+        "timestamp": stamp,
+        "total_generated_tokens": int(pc.sum(table["completion_tokens"]).as_py() or 0),
+        "total_evaluation_time_secondes": (
+            round(time.time() - started_at, 3) if started_at is not None else None
+        ),
+        **{f"num_{k}": v for k, v in counts.items()},
+    }
+    document = results_document(metrics, config_general)
+    results_path = layout.result(f"results_{stamp}.json")
+    storage.write_json(results_path, document)
+    paths = write_nova_export(
+        table, layout.results_dir, safe_name(recipe.run.model_name_or_path), stamp
+    )
+    examples_path = layout.result("examples.parquet")
+    storage.write_parquet(examples_path, table)
+    paths.update(results=results_path, examples=examples_path, rejected_rows=layout.rejected_rows)
+    clean = document["results"]["all"]
+    report = {
+        "metrics": clean,
+        "counts": counts,
+        "paths": paths,
+        "summary_markdown": summary_markdown(clean, counts),
+    }
+    storage.write_json(layout.latest_report, report)
+    return report
+
+
+def read_latest_report(loaded: LoadedRecipe) -> dict[str, Any]:
+    """What the last :func:`write_report` of this recipe returned."""
+    return storage.read_json(EvalLayout.for_recipe(loaded).latest_report)
