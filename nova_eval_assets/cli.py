@@ -30,18 +30,23 @@ def ensure_dagster_home() -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from nova_eval_assets.byom.runner import ProcessorConfigError, load_handler
     from nova_eval_assets.dataset import SCHEMAS, DatasetFileError, validate_dataset
     from nova_eval_assets.recipe import RecipeError, load_recipe
 
     try:
         loaded = load_recipe(args.recipe)
         recipe = loaded.recipe
+        if recipe.run.data_s3_path is None:  # an llm_judge recipe that joins two gen_qa recipes
+            return _validate_judge_join(loaded)
         outcome = validate_dataset(
             loaded.resolve_data_path(),
             SCHEMAS[recipe.evaluation.task],
             metadata_format=recipe.dataset.metadata_format,
         )
-    except (RecipeError, DatasetFileError) as exc:
+        if recipe.processor is not None and recipe.processor.handler:  # BYOM: it must load
+            load_handler(recipe.processor.handler, loaded.path.parent)
+    except (RecipeError, DatasetFileError, ProcessorConfigError) as exc:
         print(exc, file=sys.stderr)
         return 2
     print(f"{loaded.path}: recipe '{loaded.name}' is valid")
@@ -66,6 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nova_eval_assets.assets.materialize import run_evaluation
 
     started = time.monotonic()
+    if loaded.recipe.evaluation.task == "llm_judge":
+        return _run_judge(loaded, args, started)
     outcome = run_evaluation(loaded, show_progress=not args.quiet)
     if outcome.report is None:
         print(outcome.message, file=sys.stderr)
@@ -82,6 +89,84 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate_judge_join(loaded) -> int:
+    from nova_eval_assets.judge.pipeline import upstream_recipes
+    from nova_eval_assets.recipe import RecipeError, discover_recipes
+
+    try:
+        upstream = upstream_recipes(loaded, discover_recipes(loaded.path.parent))
+    except RecipeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{loaded.path}: recipe '{loaded.name}' is valid")
+    for role, other in upstream.items():
+        print(f"  {role} (response_{'A' if role == 'baseline' else 'B'}): {other.path}")
+    print("Its dataset is the join of their outputs; it is validated when the judge runs.")
+    return 0
+
+
+def _run_judge(loaded, args: argparse.Namespace, started: float) -> int:
+    """`run` for an llm_judge recipe: the gen_qa recipes it joins, the judge, the leaderboard."""
+    from nova_eval_assets.assets.judge import run_judge_evaluation
+    from nova_eval_assets.recipe import RecipeError, discover_recipes
+
+    try:
+        others = [r for r in discover_recipes(loaded.path.parent) if r.name != loaded.name]
+        outcome = run_judge_evaluation(
+            loaded,
+            [*others, loaded],
+            show_progress=not args.quiet,
+            run_upstream=not args.no_upstream,
+        )
+    except RecipeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if outcome.report is None:
+        print(outcome.message, file=sys.stderr)
+        return 1
+    from nova_eval_assets.judge.pipeline import judge_model
+
+    report = outcome.report
+    print()
+    print(
+        f"Judge '{loaded.name}': {report['baseline']} (A) vs {report['challenger']} (B), "
+        f"judged by {judge_model(loaded)}"
+    )
+    print(report["summary_markdown"])
+    if "leaderboard" in report:
+        print("Leaderboard (Bradley-Terry, Elo scale):")
+        print(report["leaderboard"]["markdown"])
+    print("Results:")
+    for label, location in report["paths"].items():
+        print(f"  {label:<17} {location}")
+    print(f"Dagster runs: {', '.join(outcome.run_ids)} (see them with `make ui`)")
+    print(f"Done in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from nova_eval_assets.tables import tables_root
+    from nova_eval_assets.tables.duck import connect, write_result
+
+    root = args.tables or tables_root()
+    try:
+        con = connect(root)
+        relation = con.sql(args.sql)
+        if relation is None:  # a statement without a result
+            return 0
+        if args.output:
+            write_result(relation, args.output)
+            print(f"wrote {args.output}")
+        else:
+            relation.show(max_rows=args.max_rows, max_width=200)
+    except (duckdb.Error, ValueError, OSError) as exc:
+        print(f"query failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nova-eval", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,7 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replicas", type=int, help="override run.replicas")
     run.add_argument("--limit", type=int, help="evaluate only the first N dataset rows")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-upstream",
+        action="store_true",
+        help="llm_judge recipes: judge the joined gen_qa recipes' existing outputs, "
+        "do not run them first",
+    )
     run.set_defaults(func=cmd_run)
+
+    query = sub.add_parser(
+        "query",
+        help="run SQL on DuckDB over the evaluation tables (Athena's table names)",
+        description="Tables: eval_examples, eval_metrics, judge_judgments, judge_summary, each "
+        "with the partition columns eval_name and run_date.",
+    )
+    query.add_argument("sql", help='for instance "SELECT * FROM eval_metrics LIMIT 10"')
+    query.add_argument("--tables", help="tables root (default: $NOVA_EVAL_TABLES_ROOT)")
+    query.add_argument("--output", "-o", help="write the result to FILE.csv or FILE.parquet")
+    query.add_argument("--max-rows", type=int, default=40, help="rows to print (default 40)")
+    query.set_defaults(func=cmd_query)
     return parser
 
 

@@ -11,6 +11,11 @@ from pathlib import Path
 import dagster as dg
 
 from nova_eval_assets.assets import build_evaluation_assets
+from nova_eval_assets.assets.analysis import build_analysis_assets
+from nova_eval_assets.assets.automation import build_orchestration
+from nova_eval_assets.assets.dbt import build_dbt_assets, dbt_project, dbt_resource
+from nova_eval_assets.assets.judge import build_judge_assets, build_leaderboard_assets
+from nova_eval_assets.assets.tables import build_table_assets, table_resources
 from nova_eval_assets.recipe import LoadedRecipe, discover_recipes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -23,11 +28,33 @@ def recipes_dir() -> Path:
 def build_definitions(recipes: list[LoadedRecipe]) -> dg.Definitions:
     assets, checks = [], []
     for loaded in recipes:
-        for definition in build_evaluation_assets(loaded):
+        built = (
+            build_judge_assets(loaded, recipes)
+            if loaded.recipe.evaluation.task == "llm_judge"
+            else build_evaluation_assets(loaded)
+        )
+        for definition in built:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(
                 definition
             )
-    return dg.Definitions(assets=assets, asset_checks=checks)
+    assets += build_leaderboard_assets(recipes)  # [] without llm_judge recipes
+    for loaded in recipes:  # analysis_report and comparisons ([] for llm_judge recipes)
+        assets += build_analysis_assets(loaded, recipes)
+    # the Athena-ready tables of every run, their DDL, and the dbt models over them
+    assets += build_table_assets(recipes)
+    project = dbt_project()
+    assets.append(build_dbt_assets(project))
+    resources = {"dbt": dbt_resource(project), **table_resources()}
+    # lineage sources, jobs, schedules, automation and dataset sensors (assets/automation.py)
+    orchestration = build_orchestration(recipes)
+    return dg.Definitions(
+        assets=assets + orchestration.assets,
+        asset_checks=checks,
+        resources=resources,
+        jobs=orchestration.jobs,
+        schedules=orchestration.schedules,
+        sensors=orchestration.sensors,
+    )
 
 
 @dg.definitions

@@ -91,3 +91,15 @@ class EvalLayout:
     @property
     def rejected_rows(self) -> str:
         return self.result("rejected_rows.jsonl")
+
+    @property
+    def examples(self) -> str:
+        return self.result("examples.parquet")
+
+    def analysis(self, *parts: str) -> str:
+        """The analysis of this evaluation (report.html, analysis.json, ...)."""
+        return self.result("analysis", *parts)
+
+    def comparison(self, baseline: str, *parts: str) -> str:
+        """The comparison of this evaluation against the evaluation ``baseline``."""
+        return self.result(f"comparison_vs_{baseline}", *parts)

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nova_eval_assets import storage
+from nova_eval_assets import lineage, resume, storage
+from nova_eval_assets.byom import pipeline as byom
 from nova_eval_assets.dataset import (
     SCHEMAS,
     DatasetError,
@@ -34,8 +35,14 @@ from nova_eval_assets.metrics import (
     example_metrics,
 )
 from nova_eval_assets.recipe import LoadedRecipe
+from nova_eval_assets.report.coverage import coverage_markdown, coverage_section
 from nova_eval_assets.report.nova_export import write_nova_export
-from nova_eval_assets.report.results import results_document, summary_markdown
+from nova_eval_assets.report.results import (
+    classification_markdown,
+    processor_markdown,
+    results_document,
+    summary_markdown,
+)
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -50,6 +57,8 @@ PROMPT_COLUMNS = [
     pa.field("prompt", pa.string()),
     pa.field("gold", pa.string()),
     pa.field("metadata", pa.string()),
+    pa.field("preprocess_error", pa.string()),  # BYOM: why preprocessing failed for the row
+    pa.field("preprocess_seconds", pa.float64()),
 ]
 PROMPTS_SCHEMA = pa.schema(PROMPT_COLUMNS)
 INFERENCE_SCHEMA = pa.schema(
@@ -71,6 +80,15 @@ METRICS_SCHEMA = pa.schema(
         pa.field("scored", pa.bool_()),
         pa.field("metrics", pa.map_(pa.string(), pa.float64())),
         pa.field("bleu_stats", pa.list_(pa.float64())),
+        # BYOM: the postprocessor's metrics (also merged into `metrics`) or its error
+        pa.field("custom_metrics", pa.map_(pa.string(), pa.float64())),
+        pa.field("postprocess_error", pa.string()),
+        pa.field("postprocess_seconds", pa.float64()),
+        # classification extension: labels read from gold and prediction
+        pa.field("gold_label", pa.string()),
+        pa.field("predicted_label", pa.string()),
+        pa.field("label_valid", pa.bool_()),
+        pa.field("label_problem", pa.string()),
     ]
 )
 
@@ -155,11 +173,17 @@ def build_prompts(loaded: LoadedRecipe) -> dict[str, Any]:
             "prompt": rows["query"],
             "gold": rows["response"],
             "metadata": rows["metadata"],
+            "preprocess_error": pa.nulls(rows.num_rows, pa.string()),
+            "preprocess_seconds": pa.nulls(rows.num_rows, pa.float64()),
         },
         schema=PROMPTS_SCHEMA,
     )
+    prompts, processed = byom.apply_preprocessing(loaded, prompts)
+    content = lineage.table_sha256(prompts)  # inference records it (lineage.py)
+    prompts = lineage.with_lineage(prompts, {"stage": "prompts", "sha256": content})
     storage.write_parquet(layout.prompts, prompts)
-    return {"rows": prompts.num_rows, "path": layout.prompts}
+    byom.check_preprocess_rate(loaded, processed, prompts.num_rows)
+    return {"rows": prompts.num_rows, "path": layout.prompts, "sha256": content, **processed}
 
 
 # ---------------------------------------------------------------- inference_outputs
@@ -176,30 +200,83 @@ def run_inference(
     replica: int,
     engine: Engine | None = None,
     on_batch: ProgressCallback | None = None,
+    reuse: bool = False,
 ) -> dict[str, Any]:
-    """Generate for one replica's shard and write its typed Parquet."""
+    """Generate for one replica's shard and write its typed Parquet.
+
+    Each finished block of the shard is checkpointed (:mod:`nova_eval_assets.resume`), so a
+    rerun after a crash generates only the blocks that were not finished. The output records
+    its lineage (prompts content hash, model checkpoint hash, inference code version); with
+    ``reuse``, an existing output with the same lineage is kept instead of regenerated.
+    """
     layout = EvalLayout.for_recipe(loaded)
     prompts = storage.read_parquet(layout.prompts)
+    replicas = loaded.recipe.run.replicas
+    path = layout.inference(replica, replicas)
+    model_id = engine.model_id if engine is not None else lineage.model_id(loaded)
+    recorded = lineage.inference_lineage(loaded, replica, lineage.prompts_hash(prompts), model_id)
+    previous = lineage.read_lineage(path) if reuse else None
+    if previous is not None and previous.get("data_version") == recorded["data_version"]:
+        return _inference_summary(storage.read_parquet(path), recorded, path, reused=True)
     engine = engine or load_engine(loaded)
     # Shards start on the engine's batching blocks, so the replica count never changes
     # which rows are batched together (and so never changes the results).
     batch_size = loaded.recipe.inference.batch_size or engine.default_batch_size
-    replicas = loaded.recipe.run.replicas
-    start, end = replica_range(prompts.num_rows, replica, replicas, engine.block_size(batch_size))
+    block = engine.block_size(batch_size)
+    start, end = replica_range(prompts.num_rows, replica, replicas, block)
     shard = prompts.slice(start, end - start)
+    settings = sampling_settings(loaded)
+    checkpoints = resume.BlockCheckpoints(path, recorded["data_version"])
+    parts, resumed, elapsed, generated_now = [], 0, 0.0, 0
+    for index, offset in enumerate(range(0, shard.num_rows, block)):
+        rows = shard.slice(offset, block)
+        part = checkpoints.load(index, rows["row_index"].combine_chunks())
+        if part is None:
+            progress = (
+                None
+                if on_batch is None
+                else lambda done, _total, offset=offset: on_batch(offset + done, shard.num_rows)
+            )
+            started = time.perf_counter()
+            part = _generate_block(engine, rows, replica, settings, batch_size, progress)
+            elapsed += time.perf_counter() - started
+            generated_now += pc.sum(part["completion_tokens"]).as_py() or 0
+            checkpoints.save(index, part)
+        else:
+            resumed += 1
+            if on_batch is not None:
+                on_batch(offset + rows.num_rows, shard.num_rows)
+        parts.append(part)
+    table = pa.concat_tables(parts) if parts else INFERENCE_SCHEMA.empty_table()
+    storage.write_parquet(path, lineage.with_lineage(table, recorded))
+    checkpoints.clear()
+    summary = _inference_summary(table, recorded, path, reused=False)
+    summary.update(
+        row_range=[start, end],
+        resumed_blocks=resumed,
+        blocks=len(parts),
+        seconds=round(elapsed, 3),
+    )
+    summary["tokens_per_second"] = round(generated_now / elapsed, 2) if elapsed > 0 else None
+    return summary
+
+
+def _generate_block(
+    engine: Engine,
+    rows: pa.Table,
+    replica: int,
+    settings: SamplingSettings,
+    batch_size: int,
+    on_batch: ProgressCallback | None,
+) -> pa.Table:
+    """One block of a shard through the engine, as rows of the inference table."""
     requests = [
         GenerationRequest(row_index=row["row_index"], prompt=row["prompt"], system=row["system"])
-        for row in shard.select(["row_index", "prompt", "system"]).to_pylist()
+        for row in rows.select(["row_index", "prompt", "system"]).to_pylist()
     ]
-    started = time.perf_counter()
-    generations = (
-        engine.generate(requests, sampling_settings(loaded), batch_size, on_batch=on_batch)
-        if requests
-        else []
-    )
-    elapsed = time.perf_counter() - started
-    columns = shard.to_pydict()
-    columns["replica"] = [replica] * shard.num_rows
+    generations = engine.generate(requests, settings, batch_size, on_batch=on_batch)
+    columns = rows.to_pydict()
+    columns["replica"] = [replica] * rows.num_rows
     columns["prediction"] = [g.text for g in generations]
     columns["finish_reason"] = [g.finish_reason for g in generations]
     columns["error"] = [g.error for g in generations]
@@ -217,20 +294,29 @@ def run_inference(
         ]
         for g in generations
     ]
-    table = pa.table(columns, schema=INFERENCE_SCHEMA)
-    path = layout.inference(replica, replicas)
-    storage.write_parquet(path, table)
-    generated = sum(g.completion_tokens for g in generations)
+    return pa.table(columns, schema=INFERENCE_SCHEMA)
+
+
+def _inference_summary(
+    table: pa.Table, recorded: dict[str, Any], path: str, reused: bool
+) -> dict[str, Any]:
+    row_index = table["row_index"]
     return {
-        "replica": replica,
+        "replica": recorded["replica"],
         "rows": table.num_rows,
-        "row_range": [start, end],
-        "errors": sum(g.finish_reason == "error" for g in generations),
-        "generated_tokens": generated,
-        "seconds": round(elapsed, 3),
-        "tokens_per_second": round(generated / elapsed, 2) if elapsed > 0 else None,
-        "model_id": engine.model_id,
+        "row_range": (
+            [pc.min(row_index).as_py(), pc.max(row_index).as_py() + 1] if table.num_rows else []
+        ),
+        "errors": int(pc.sum(pc.equal(table["finish_reason"], "error")).as_py() or 0),
+        "generated_tokens": int(pc.sum(table["completion_tokens"]).as_py() or 0),
+        "seconds": 0.0,
+        "tokens_per_second": None,
+        "model_id": recorded["model_id"],
         "path": path,
+        "reused": reused,
+        "resumed_blocks": 0,
+        "lineage": recorded,
+        "data_version": recorded["data_version"],
     }
 
 
@@ -253,27 +339,42 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
     marked unscored, and left out of the aggregates."""
     layout = EvalLayout.for_recipe(loaded)
     replicas = loaded.recipe.run.replicas
-    outputs = storage.read_parquet(
-        layout.inference(replica, replicas), columns=["row_index", "gold", "prediction", "error"]
-    ).to_pylist()
+    source = storage.read_parquet(
+        layout.inference(replica, replicas),
+        columns=["row_index", "prompt", "gold", "prediction", "error", "preprocess_error"],
+    )
+    inference_version = (lineage.table_lineage(source) or {}).get("data_version")
+    outputs = source.to_pylist()
     metrics, stats, scored = [], [], []
     for row in outputs:
-        ok = row["error"] is None
+        ok = row["error"] is None and row["preprocess_error"] is None
         scored.append(ok)
         metrics.append(list(example_metrics(row["gold"], row["prediction"]).items()) if ok else [])
         stats.append(bleu_sufficient_stats(row["gold"], row["prediction"]) if ok else None)
+    extras, processed = byom.score_extras(loaded, outputs, scored, metrics)
+    metrics = [m + c for m, c in zip(metrics, extras["custom_metrics"], strict=True)]
     table = pa.table(
         {
             "row_index": [row["row_index"] for row in outputs],
             "scored": scored,
             "metrics": metrics,
             "bleu_stats": stats,
+            **extras,
         },
         schema=METRICS_SCHEMA,
     )
     path = layout.metrics(replica, replicas)
-    storage.write_parquet(path, table)
-    return {"replica": replica, "rows": table.num_rows, "scored": sum(scored), "path": path}
+    # which inference output these metrics score (the aggregate checks it: lineage.py)
+    recorded = {"stage": "metrics", "inference_data_version": inference_version}
+    storage.write_parquet(path, lineage.with_lineage(table, recorded))
+    return {
+        "replica": replica,
+        "rows": table.num_rows,
+        "scored": sum(scored),
+        "path": path,
+        "inference_data_version": inference_version,
+        **processed,
+    }
 
 
 # ---------------------------------------------------------------- aggregated_report
@@ -292,7 +393,7 @@ def collect_replicas(loaded: LoadedRecipe) -> pa.Table:
                 f"replica {replica}: metrics do not match inference outputs; rematerialize "
                 "postprocessed_metrics for this partition"
             )
-        for name in ("scored", "metrics", "bleu_stats"):
+        for name in METRICS_SCHEMA.names[1:]:
             inference = inference.append_column(name, metrics[name])
         parts.append(inference)
     table = pa.concat_tables(parts)
@@ -303,19 +404,35 @@ def collect_replicas(loaded: LoadedRecipe) -> pa.Table:
 def aggregate_metrics(table: pa.Table) -> dict[str, float]:
     scored = table.filter(table["scored"])
     per_example: dict[str, list[float]] = {name: [] for name in PER_EXAMPLE_METRICS}
+    custom = set(byom.custom_metric_names(table)) if "custom_metrics" in table.column_names else ()
     for row_metrics in scored["metrics"].to_pylist():
         for name, value in row_metrics:
-            per_example.setdefault(name, []).append(value)
+            if name not in custom:  # custom metrics: processor.aggregation, below
+                per_example.setdefault(name, []).append(value)
     stats = np.array(scored["bleu_stats"].to_pylist(), dtype=np.float64)
     return aggregate_gen_qa(per_example, stats if len(stats) else None)
+
+
+def aggregate_all(loaded: LoadedRecipe, table: pa.Table) -> dict[str, float]:
+    """Built-in metrics (means, corpus BLEU), then custom metrics with the recipe's
+    ``processor.aggregation``, each with ``_stderr``."""
+    return {**aggregate_metrics(table), **byom.custom_aggregates(loaded, table)}
 
 
 def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[str, Any]:
     """Fan in every replica: the results JSON, the Nova export and our typed examples table."""
     layout = EvalLayout.for_recipe(loaded)
     recipe = loaded.recipe
-    table = collect_replicas(loaded)
-    metrics = aggregate_metrics(table)
+    # never aggregate a mix: every replica from the same prompts, model and settings
+    replicas_check = lineage.check_replicas(loaded)
+    if not replicas_check.ok:
+        raise lineage.StaleReplicasError(replicas_check.message(loaded))
+    run_lineage = {**(replicas_check.run or {}), "replica_versions": replicas_check.data_versions}
+    table = lineage.with_lineage(collect_replicas(loaded), {"stage": "report", **run_lineage})
+    metrics = aggregate_all(loaded, table)
+    coverage = coverage_section(table)
+    processor = byom.processor_section(loaded, table)
+    classification = byom.classification_section(loaded, table)
     validation = storage.read_json(layout.validation_report)
     stamp = timestamp()
     counts = {
@@ -325,6 +442,8 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         "rejected_rows": validation["rejected_rows"],
         "replicas": recipe.run.replicas,
     }
+    if processor is not None:
+        counts["processor_errors"] = processor["processor_errors"]
     config_general = {
         "recipe_name": recipe.run.name,
         "recipe_path": str(loaded.path),
@@ -340,8 +459,14 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
             round(time.time() - started_at, 3) if started_at is not None else None
         ),
         **{f"num_{k}": v for k, v in counts.items()},
+        "coverage": coverage,
+        "lineage": run_lineage,
     }
+    if processor is not None:
+        config_general["processor"] = processor
     document = results_document(metrics, config_general)
+    if classification is not None:
+        document["classification"] = classification
     results_path = layout.result(f"results_{stamp}.json")
     storage.write_json(results_path, document)
     paths = write_nova_export(
@@ -351,13 +476,25 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     storage.write_parquet(examples_path, table)
     paths.update(results=results_path, examples=examples_path, rejected_rows=layout.rejected_rows)
     clean = document["results"]["all"]
+    summary = summary_markdown(clean, counts) + coverage_markdown(coverage)
+    if processor is not None:
+        summary += processor_markdown(processor)
+    if classification is not None:
+        summary += "\n" + classification_markdown(classification)
     report = {
         "metrics": clean,
         "counts": counts,
         "paths": paths,
-        "summary_markdown": summary_markdown(clean, counts),
+        "summary_markdown": summary,
+        "coverage": coverage,
+        "lineage": run_lineage,
     }
+    if processor is not None:
+        report["processor"] = processor
+    if classification is not None:
+        report["classification"] = classification
     storage.write_json(layout.latest_report, report)
+    byom.check_report_rate(loaded, processor, table.num_rows)
     return report
 
 

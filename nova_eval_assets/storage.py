@@ -12,7 +12,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,11 @@ def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     if is_remote(location):
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), str(Path(location).resolve())
+
+
+def filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem of ``location`` and the path within it (for pyarrow.dataset)."""
+    return _filesystem(location)
 
 
 def exists(location: str) -> bool:
@@ -83,8 +88,18 @@ def atomic_output(location: str) -> Iterator[pa.NativeFile]:
             if os.path.exists(temp):
                 os.remove(temp)
     else:  # object stores publish an object only when its upload completes
-        with fs.open_output_stream(path) as stream:
+        stream = fs.open_output_stream(path)
+        try:
             yield stream
+        except BaseException:
+            # Closing completes the upload (a killed process never does), so an error
+            # inside the block must remove what closing published.
+            with suppress(Exception):
+                stream.close()
+            with suppress(OSError):
+                fs.delete_file(path)
+            raise
+        stream.close()
 
 
 def write_bytes(location: str, data: bytes) -> None:
@@ -151,6 +166,22 @@ def parquet_writer(location: str, schema: pa.Schema) -> Iterator[pq.ParquetWrite
 def read_parquet(location: str, columns: list[str] | None = None) -> pa.Table:
     fs, path = _filesystem(location)
     return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+def iter_parquet_batches(
+    location: str, columns: list[str] | None = None, batch_size: int = 65_536
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of a Parquet file, streamed; ``columns`` may name nested fields
+    (``"token_logprobs.list.element.logprob"``) so unread leaves are never decoded."""
+    fs, path = _filesystem(location)
+    with fs.open_input_file(path) as source:
+        yield from pq.ParquetFile(source).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def parquet_schema(location: str) -> pa.Schema:
+    fs, path = _filesystem(location)
+    with fs.open_input_file(path) as source:
+        return pq.ParquetFile(source).schema_arrow
 
 
 def delete(location: str) -> None:

@@ -15,10 +15,18 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from nova_eval_assets import progress, stages, storage
+from nova_eval_assets import lineage, progress, stages, storage
+from nova_eval_assets.assets.automation import (
+    aggregate_condition,
+    dataset_file_key,
+    model_checkpoint_key,
+    replica_condition,
+)
+from nova_eval_assets.byom.pipeline import processor_fingerprint
 from nova_eval_assets.recipe import LoadedRecipe
 
 VALIDATION_CHECK = "dataset_is_valid"
+RECOMPUTE_TAG = "nova_eval/recompute"  # "true": regenerate even when the lineage is unchanged
 
 
 def replica_partitions(replicas: int) -> dg.StaticPartitionsDefinition:
@@ -40,6 +48,21 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _processor_metadata(summary: dict[str, Any], stage: str) -> dict[str, Any]:
+    """BYOM counts and timings of one stage (nothing when the processor is off for it)."""
+    if f"{stage}_errors" not in summary:
+        return {}
+    listed = summary.get(f"{stage}_first_errors") or []
+    return {
+        "processor": summary["processor"],
+        f"{stage}_errors": summary[f"{stage}_errors"],
+        f"{stage}_seconds": summary[f"{stage}_seconds"],
+        f"{stage}_first_errors": dg.MetadataValue.md(
+            _md_table([{"row_index": e["row_index"], "error": e["error"]} for e in listed])
+        ),
+    }
+
+
 def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
     recipe = loaded.recipe
     name = loaded.name
@@ -51,6 +74,7 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
 
     @dg.asset(
         key=key("validated_dataset"),
+        deps=[dataset_file_key(loaded)],  # observable source (assets/automation.py)
         group_name=name,
         code_version=_version(recipe.dataset, recipe.run.data_s3_path, recipe.run.limit),
         description=f"Rows of {recipe.run.data_s3_path} that pass gen_qa validation.",
@@ -62,6 +86,7 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
         if outcome.problems:
             context.log.warning(outcome.report())
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(lineage.table_sha256(outcome.table)),
             metadata={
                 "valid_rows": summary["valid_rows"],
                 "rejected_rows": summary["rejected_rows"],
@@ -70,7 +95,7 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
                 "dataset": dg.MetadataValue.path(summary["source"]),
                 "dataset_sha256": summary["dataset_sha256"],
                 "rejected_rows_file": dg.MetadataValue.path(summary["rejected_path"]),
-            }
+            },
         )
 
     @dg.asset_check(
@@ -100,7 +125,7 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
         key=key("preprocessed_prompts"),
         deps=[validated_dataset],
         group_name=name,
-        code_version=_version(recipe.processor),
+        code_version=_version(recipe.processor, processor_fingerprint(loaded)),
         description="The system prompt, prompt and gold that inference sees, per row.",
         kinds={"python", "parquet"},
         tags=tags,
@@ -108,15 +133,21 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
     def preprocessed_prompts() -> dg.MaterializeResult:
         summary = stages.build_prompts(loaded)
         return dg.MaterializeResult(
-            metadata={"rows": summary["rows"], "path": dg.MetadataValue.path(summary["path"])}
+            data_version=dg.DataVersion(summary["sha256"]),  # the prompts' content hash
+            metadata={
+                "rows": summary["rows"],
+                "path": dg.MetadataValue.path(summary["path"]),
+                **_processor_metadata(summary, "preprocess"),
+            },
         )
 
     @dg.asset(
         key=key("inference_outputs"),
-        deps=[preprocessed_prompts],
+        deps=[preprocessed_prompts, model_checkpoint_key(loaded)],
         partitions_def=partitions,
         group_name=name,
-        code_version=_version(recipe.run.model_name_or_path, recipe.inference),
+        code_version=lineage.inference_code_version(loaded),
+        automation_condition=replica_condition(),
         description="Model outputs with token log probabilities, one partition per replica.",
         kinds={"pytorch", "parquet"},
         tags=tags,
@@ -132,63 +163,104 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
                 last_logged[0] = now
                 context.log.info(f"replica {replica}: {done}/{total} rows generated")
 
-        summary = stages.run_inference(loaded, replica, on_batch=on_batch)
+        reuse = context.run.tags.get(RECOMPUTE_TAG, "").lower() != "true"
+        summary = stages.run_inference(loaded, replica, on_batch=on_batch, reuse=reuse)
+        if summary["reused"]:
+            context.log.info(f"replica {replica}: prompts, model and settings unchanged; reused")
+        elif summary["resumed_blocks"]:
+            context.log.info(
+                f"replica {replica}: resumed, {summary['resumed_blocks']} of "
+                f"{summary['blocks']} blocks were checkpointed"
+            )
         return dg.MaterializeResult(
+            # prompts content + checkpoint hash + settings: same inputs, same outputs
+            data_version=dg.DataVersion(summary["data_version"]),
             metadata={
                 "rows": summary["rows"],
                 "row_range": str(summary["row_range"]),
+                "reused": summary["reused"],
+                "resumed_blocks": summary["resumed_blocks"],
+                "prompts_sha256": summary["lineage"]["prompts_sha256"],
                 "inference_errors": summary["errors"],
                 "generated_tokens": summary["generated_tokens"],
                 "seconds": summary["seconds"],
                 "tokens_per_second": summary["tokens_per_second"],
                 "model_id": summary["model_id"],
                 "path": dg.MetadataValue.path(summary["path"]),
-            }
+            },
         )
+
+    metrics_version = _version(
+        recipe.processor,
+        recipe.evaluation,
+        recipe.classification,
+        processor_fingerprint(loaded),
+    )
 
     @dg.asset(
         key=key("postprocessed_metrics"),
         deps=[inference_outputs],
         partitions_def=partitions,
         group_name=name,
-        code_version=_version(recipe.processor, recipe.evaluation),
+        code_version=metrics_version,
+        automation_condition=replica_condition(),
         description="Per-example metrics for one replica.",
         kinds={"python", "parquet"},
         tags=tags,
     )
     def postprocessed_metrics(context: AssetExecutionContext) -> dg.MaterializeResult:
         summary = stages.score_replica(loaded, int(context.partition_key))
+        scored_version = summary["inference_data_version"]
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(lineage.digest(scored_version, metrics_version)),
             metadata={
                 "rows": summary["rows"],
                 "scored": summary["scored"],
                 "path": dg.MetadataValue.path(summary["path"]),
-            }
+                **_processor_metadata(summary, "postprocess"),
+            },
         )
+
+    report_version = _version(recipe.evaluation, recipe.processor, recipe.classification)
 
     @dg.asset(
         key=key("aggregated_report"),
         deps=[postprocessed_metrics],
         group_name=name,
-        code_version=_version(recipe.evaluation, recipe.processor),
+        code_version=report_version,
+        # only when every replica of one run is materialized (assets/automation.py)
+        automation_condition=aggregate_condition(loaded),
         description="Aggregated metrics over every replica, the results JSON and exports.",
         kinds={"python", "parquet"},
         tags=tags,
     )
     def aggregated_report(context: AssetExecutionContext) -> dg.MaterializeResult:
-        report = stages.write_report(loaded)
+        report = stages.write_report(loaded)  # refuses a mix of replicas from different runs
         context.log.info("\n" + report["summary_markdown"])
         metrics = report["metrics"]
+        coverage = report["coverage"]
+        replica_versions = report["lineage"]["replica_versions"]
         return dg.MaterializeResult(
+            data_version=dg.DataVersion(
+                lineage.digest(replica_versions, metrics_version, report_version)
+            ),
             metadata={
                 "summary": dg.MetadataValue.md(report["summary_markdown"]),
+                "rows_covered": coverage["scored_rows"],
+                "rows_total": coverage["rows"],
+                "model_id": report["lineage"].get("model_id") or "",
                 **{k: v for k, v in metrics.items() if v is not None},
                 **{f"num_{k}": v for k, v in report["counts"].items()},
                 "paths": dg.MetadataValue.md(
                     _md_table([{"file": k, "location": v} for k, v in report["paths"].items()])
                 ),
                 "results_json": dg.MetadataValue.path(report["paths"]["results"]),
-            }
+                **{
+                    f"classification_{k}": report["classification"][k]
+                    for k in ("accuracy", "macro_f1", "micro_f1", "invalid_rate")
+                    if report.get("classification") and report["classification"][k] is not None
+                },
+            },
         )
 
     return [

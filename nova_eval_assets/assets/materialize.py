@@ -14,7 +14,9 @@ import dagster as dg
 from tqdm import tqdm
 
 from nova_eval_assets import progress, stages, storage
+from nova_eval_assets.assets.analysis import materialize_analysis
 from nova_eval_assets.assets.evaluation import build_evaluation_assets
+from nova_eval_assets.assets.tables import materialize_tables
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
 
@@ -86,7 +88,32 @@ def run_evaluation(
     if not result.success:
         outcome.message = _failure(result)
         return outcome
+    # the run's rows into the Athena-ready tables, and their DDL (assets/tables.py)
+    tables = materialize_tables(
+        loaded,
+        instance,
+        run_config=QUIET_CONSOLE if quiet_logs else None,
+        tags={"recipe": name, "launched_by": "nova-eval-cli"},
+    )
+    outcome.run_ids += tables.run_ids
+    if tables.message:
+        outcome.message = tables.message
+        return outcome
+    # confidence, calibration, strata and failures; the HTML report (assets/analysis.py)
+    analysis = materialize_analysis(
+        loaded,
+        instance,
+        run_config=QUIET_CONSOLE if quiet_logs else None,
+        tags={"recipe": name, "launched_by": "nova-eval-cli"},
+    )
+    outcome.run_ids += analysis.run_ids
+    if analysis.message:
+        outcome.message = analysis.message
+        return outcome
     outcome.report = stages.read_latest_report(loaded)
+    outcome.report["paths"]["tables"] = tables.root
+    if analysis.report:
+        outcome.report["paths"]["analysis_report"] = analysis.report
     return outcome
 
 

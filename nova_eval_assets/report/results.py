@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from nova_eval_assets.metrics.classification import classification_markdown
 from nova_eval_assets.report.nova_export import NOVA_TASK_KEY
+
+__all__ = [
+    "classification_markdown",
+    "metric_rows",
+    "processor_markdown",
+    "results_document",
+    "summary_markdown",
+]
 
 
 def results_document(metrics: dict[str, float], config_general: dict[str, Any]) -> dict[str, Any]:
@@ -37,3 +46,25 @@ def summary_markdown(metrics: dict[str, float | None], counts: dict[str, int]) -
     lines += [f"| {n} | {_fmt(v)} | {_fmt(s)} |" for n, v, s in metric_rows(metrics)]
     facts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
     return "\n".join(lines) + f"\n\n{facts}\n"
+
+
+def processor_markdown(processor: dict[str, Any]) -> str:
+    """The processor's target, error counts and time, and the first per-example errors."""
+    stages = [s for s in ("preprocess", "postprocess") if processor.get(f"{s}ing")]
+    parts = [
+        f"{stage}: {processor[f'{stage}_errors']} errors, "
+        f"{processor[f'{stage}_seconds']:.2f} s in calls"
+        for stage in stages
+    ]
+    limit = processor.get("max_error_rate")
+    policy = "errors never fail the run" if limit is None else f"max_error_rate {limit:g}"
+    text = (
+        f"\nProcessor {processor['target']} ({processor['kind']}, aggregation "
+        f"{processor['aggregation']}, {policy}): {'; '.join(parts) or 'no stage enabled'}\n"
+    )
+    listed = processor.get("first_errors") or []
+    if listed:
+        text += "\nFirst processor errors:\n\n" + "".join(
+            f"- row {e['row_index']} ({e['stage']}): {e['error']}\n" for e in listed
+        )
+    return text

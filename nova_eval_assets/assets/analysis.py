@@ -1,0 +1,204 @@
+"""The analysis assets of one recipe: thin wiring around :mod:`nova_eval_assets.analysis`.
+
+``<name>/aggregated_report -> <name>/analysis_report`` (confidence, calibration, strata,
+failures; HTML report next to the results), and for each ``analysis.compare_with``
+baseline ``<name>/comparison_vs_<baseline>``, downstream of both evaluations'
+``aggregated_report``. The Markdown summaries and plots are shown as asset metadata.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from nova_eval_assets.analysis.pipeline import run_analysis, run_comparison
+from nova_eval_assets.assets.evaluation import _version
+from nova_eval_assets.layout import EvalLayout
+from nova_eval_assets.recipe import LoadedRecipe, RecipeError
+from nova_eval_assets.report.analysis_markdown import (
+    analysis_markdown,
+    comparison_markdown,
+    image_markdown,
+)
+
+IMAGE_TITLES = {
+    "reliability": "reliability diagram",
+    "coverage": "selective accuracy by coverage",
+    "confidence_histogram": "confidence of correct and incorrect examples",
+    "strata": "accuracy by metadata stratum",
+    "forest": "difference per metric",
+}
+
+
+def _images(images: dict[str, bytes]) -> dict[str, dg.MetadataValue]:
+    return {
+        f"plot_{key}": dg.MetadataValue.md(image_markdown(png, IMAGE_TITLES.get(key, key)))
+        for key, png in images.items()
+    }
+
+
+def _baselines(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> list[LoadedRecipe]:
+    """The recipes named by ``analysis.compare_with``; an unknown name is a RecipeError."""
+    by_name = {r.name: r for r in recipes}
+    found = []
+    for name in loaded.recipe.analysis.compare_with:
+        if name == loaded.name:
+            raise RecipeError(
+                f"{loaded.path}: analysis.compare_with names the recipe itself ('{name}'); "
+                "name another recipe's run.name"
+            )
+        if name not in by_name:
+            known = ", ".join(sorted(n for n in by_name if n != loaded.name)) or "(none)"
+            raise RecipeError(
+                f"{loaded.path}: analysis.compare_with = '{name}' names no recipe of this code "
+                f"location; allowed values: {known}"
+            )
+        if by_name[name].recipe.evaluation.task != "gen_qa":
+            raise RecipeError(
+                f"{loaded.path}: analysis.compare_with = '{name}' is not a gen_qa evaluation"
+            )
+        found.append(by_name[name])
+    return found
+
+
+def build_analysis_assets(
+    loaded: LoadedRecipe, recipes: list[LoadedRecipe] | None = None
+) -> list[Any]:
+    """The analysis asset and one comparison asset per baseline (none for judge recipes or
+    with ``analysis.enabled: false``). ``recipes``: every recipe of the code location,
+    where ``compare_with`` names are looked up."""
+    recipe = loaded.recipe
+    settings = recipe.analysis
+    if recipe.evaluation.task != "gen_qa" or not settings.enabled:
+        return []
+    tags = {"recipe": loaded.name}
+    definitions: list[Any] = [_analysis_asset(loaded, tags)]
+    for baseline in _baselines(loaded, recipes or [loaded]):
+        definitions.append(_comparison_asset(loaded, baseline, tags))
+    return definitions
+
+
+def _analysis_asset(loaded: LoadedRecipe, tags: dict[str, str]) -> dg.AssetsDefinition:
+    name = loaded.name
+    settings = loaded.recipe.analysis
+    report_key = dg.AssetKey([name, "aggregated_report"])
+
+    @dg.asset(
+        key=dg.AssetKey([name, "analysis_report"]),
+        deps=[report_key],
+        group_name=name,
+        code_version=_version(settings, getattr(loaded.recipe, "classification", None)),
+        description=(
+            "Confidence from token log probabilities, calibration, metrics by metadata "
+            "stratum and failure analysis; an HTML report next to the results."
+        ),
+        kinds={"python", "html"},
+        tags=tags,
+    )
+    def analysis_report(context: AssetExecutionContext) -> dg.MaterializeResult:
+        result, paths = run_analysis(loaded)
+        summary = result.summary
+        calib = summary["calibration"]
+        findings = summary["failures"]["findings"]
+        context.log.info(f"analysis report: {paths['report']}")
+        numbers = {
+            "examples": summary["counts"]["examples"],
+            "ece_equal_width": calib["ece_equal_width"],
+            "ece_equal_mass": calib["ece_equal_mass"],
+            "brier": calib["brier"],
+            "accuracy": calib["accuracy"],
+            "review_threshold": calib["review_threshold"]["threshold"],
+            "low_confidence": findings["low_confidence"]["count"],
+            "overconfident_errors": findings["overconfident_error"]["count"],
+        }
+        return dg.MaterializeResult(
+            metadata={
+                "summary": dg.MetadataValue.md(analysis_markdown(summary, result.strata)),
+                **{k: v for k, v in numbers.items() if v is not None},
+                **_images(result.images),
+                "html_report": dg.MetadataValue.path(paths["report"]),
+                "analysis_json": dg.MetadataValue.path(paths["summary"]),
+                "per_example": dg.MetadataValue.path(paths["per_example"]),
+            }
+        )
+
+    return analysis_report
+
+
+def _comparison_asset(
+    loaded: LoadedRecipe, baseline: LoadedRecipe, tags: dict[str, str]
+) -> dg.AssetsDefinition:
+    name = loaded.name
+
+    @dg.asset(
+        key=dg.AssetKey([name, f"comparison_vs_{baseline.name}"]),
+        deps=[
+            dg.AssetKey([name, "aggregated_report"]),
+            dg.AssetKey([baseline.name, "aggregated_report"]),
+        ],
+        group_name=name,
+        code_version=_version(loaded.recipe.analysis, baseline.name),
+        description=(
+            f"Paired comparison of {name} against {baseline.name} on the same dataset: "
+            "bootstrap intervals and McNemar tests per metric, overall and by stratum."
+        ),
+        kinds={"python", "html"},
+        tags=tags,
+    )
+    def comparison(context: AssetExecutionContext) -> dg.MaterializeResult:
+        result, paths = run_comparison(loaded, baseline)
+        context.log.info(f"comparison report: {paths['report']}")
+        metadata: dict[str, Any] = {
+            "summary": dg.MetadataValue.md(comparison_markdown(result.summary)),
+            "paired_examples": result.summary["counts"]["paired"],
+            **_images(result.images),
+            "html_report": dg.MetadataValue.path(paths["report"]),
+            "comparison_json": dg.MetadataValue.path(paths["summary"]),
+        }
+        for row in result.summary["overall"]:
+            if row["diff"] is not None:
+                metadata[f"diff_{row['metric']}"] = row["diff"]
+        return dg.MaterializeResult(metadata=metadata)
+
+    return comparison
+
+
+@dataclass
+class AnalysisRun:
+    run_ids: list[str] = field(default_factory=list)
+    message: str = ""  # why it failed; empty on success
+    report: str | None = None  # the HTML report
+
+
+def materialize_analysis(
+    loaded: LoadedRecipe,
+    instance: dg.DagsterInstance,
+    run_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> AnalysisRun:
+    """Materialize ``<name>/analysis_report`` in ``instance`` (the CLI's ``run``, after the
+    aggregated report); comparisons are left to the UI or a backfill."""
+    recipe = loaded.recipe
+    if recipe.evaluation.task != "gen_qa" or not recipe.analysis.enabled:
+        return AnalysisRun()
+    asset = _analysis_asset(loaded, {"recipe": loaded.name})
+    result = dg.materialize(
+        [asset],
+        instance=instance,
+        raise_on_error=False,
+        run_config=run_config,
+        tags=tags,
+    )
+    outcome = AnalysisRun(run_ids=[result.run_id])
+    if not result.success:
+        for event in result.all_events:
+            failure = event.step_failure_data if event.is_step_failure else None
+            if failure and failure.error:
+                outcome.message = f"{event.step_key} failed:\n{failure.error.to_string()}"
+                break
+        else:
+            outcome.message = f"run {result.run_id} failed"
+        return outcome
+    outcome.report = EvalLayout.for_recipe(loaded).analysis("report.html")
+    return outcome

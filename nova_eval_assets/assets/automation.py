@@ -1,0 +1,349 @@
+"""What runs when: jobs, schedules, automation conditions and the lineage sources.
+
+An evaluation is three kinds of runs, each its own process (and, under a Kubernetes or ECS
+run launcher, its own machine):
+
+    <name>__prepare    observe the dataset file and the model checkpoint, validate the
+                       dataset, build the prompts                        (one run)
+    <name>__replicas   inference_outputs + postprocessed_metrics         (one run per replica)
+    <name>__aggregate  aggregated_report                                  (one run)
+
+A schedule (the recipe's ``schedule``) or the dataset sensor (sensors.py) launches the
+prepare run. Declarative automation does the rest: the replica stages are *eager* (every
+replica partition runs once its upstream updated, each in its own run), and the aggregate
+runs only when every replica of one run is materialized (:func:`aggregate_condition`):
+none missing, none queued or running, and all made from the same prompts, model checkpoint
+and settings (read from the lineage each replica's Parquet records). The same condition
+re-aggregates after a backfill of chosen replica partitions, and holds back while a
+backfill is still running or when the replicas are a mix of stale and fresh ones.
+
+Runs started by ``nova-eval run`` (tag ``launched_by: nova-eval-cli``) drive their own
+sequence in process; they do not trigger the automation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+from nova_eval_assets import lineage
+from nova_eval_assets.recipe import LoadedRecipe
+
+TRIGGER_TAG = "nova_eval/trigger"  # schedule | dataset_sensor
+CLI_TAGS = {"launched_by": "nova-eval-cli"}
+RUN_TAGS_ENV = "NOVA_EVAL_RUN_TAGS_FILE"
+AUTOMATION_INTERVAL_ENV = "NOVA_EVAL_AUTOMATION_INTERVAL_S"
+REPLICA_STAGES = ("inference_outputs", "postprocessed_metrics")
+PREPARE_STAGES = ("validated_dataset", "preprocessed_prompts")
+
+
+def asset_key(loaded: LoadedRecipe, stage: str) -> dg.AssetKey:
+    return dg.AssetKey([loaded.name, stage])
+
+
+def dataset_file_key(loaded: LoadedRecipe) -> dg.AssetKey:
+    return asset_key(loaded, "dataset_file")
+
+
+def model_checkpoint_key(loaded: LoadedRecipe) -> dg.AssetKey:
+    return asset_key(loaded, "model_checkpoint")
+
+
+def is_gen_qa(loaded: LoadedRecipe) -> bool:
+    return loaded.recipe.evaluation.task == "gen_qa"
+
+
+# ---------------------------------------------------------------- run tags for deployments
+
+
+def deploy_run_tags(kind: str) -> dict[str, str]:
+    """Run tags from ``$NOVA_EVAL_RUN_TAGS_FILE`` (deploy/k8s/run_tags.yaml, ...): the
+    ``replica`` section goes on replica runs (GPU requests), ``default`` on the others.
+    Mapping values are JSON-encoded, as the Kubernetes and ECS run launchers read them."""
+    location = os.environ.get(RUN_TAGS_ENV)
+    if not location:
+        return {}
+    data = yaml.safe_load(Path(location).read_text(encoding="utf-8")) or {}
+    unknown = set(data) - {"replica", "default"}
+    if unknown:
+        raise ValueError(
+            f"{location}: unknown sections {sorted(unknown)}; allowed: replica, default"
+        )
+    section = data.get(kind) or {}
+    return {
+        str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        for k, v in section.items()
+    }
+
+
+# ---------------------------------------------------------------- lineage sources
+
+
+def source_assets(loaded: LoadedRecipe) -> list[dg.SourceAsset]:
+    """The dataset file and the model checkpoint as observable sources: their data versions
+    are the file's sha256 and the checkpoint's hash, so a changed dataset or retrained
+    model marks the stages downstream stale in the UI."""
+    if not is_gen_qa(loaded) or loaded.recipe.run.data_s3_path is None:
+        return []
+    location = loaded.resolve_data_path()
+    memo: dict[str, str] = {}
+
+    @dg.observable_source_asset(
+        key=dataset_file_key(loaded),
+        group_name=loaded.name,
+        description=f"The dataset file {location}; data version: its sha256.",
+    )
+    def dataset_file() -> dg.DataVersion:
+        found = lineage.stat(location)
+        if found is None:
+            return dg.DataVersion("missing")
+        if found.key() not in memo:
+            memo[found.key()] = lineage.stream_sha256(location)
+        return dg.DataVersion(memo[found.key()])
+
+    @dg.observable_source_asset(
+        key=model_checkpoint_key(loaded),
+        group_name=loaded.name,
+        description=(
+            f"The model checkpoint {loaded.recipe.run.model_name_or_path}; data version: the "
+            "hash of its weights, config and tokenizer (chat template included)."
+        ),
+    )
+    def model_checkpoint() -> dg.DataVersion:
+        return dg.DataVersion(lineage.model_id(loaded))
+
+    return [dataset_file, model_checkpoint]
+
+
+# ---------------------------------------------------------------- automation conditions
+
+
+def _dependency_updated() -> dg.AutomationCondition:
+    """A dependency updated since the previous tick (or will this tick), not by the CLI."""
+    newly_updated = (
+        dg.AutomationCondition.newly_updated()
+        & ~dg.AutomationCondition.executed_with_root_target()
+        & ~dg.AutomationCondition.all_new_updates_have_run_tags(tag_values=CLI_TAGS)
+    ).with_label("newly_updated, not by nova-eval run")
+    return dg.AutomationCondition.any_deps_match(
+        newly_updated | dg.AutomationCondition.will_be_requested()
+    ).with_label("any_deps_updated")
+
+
+def replica_condition() -> dg.AutomationCondition:
+    """Eager: every replica partition runs once its upstream updated (a new prompts file, a
+    newly observed checkpoint, or its inference output), when nothing upstream is missing or
+    in progress. Inference with unchanged lineage reuses its output (stages.run_inference)."""
+    return dg.AutomationCondition.eager().replace("any_deps_updated", _dependency_updated())
+
+
+class ReplicasFromOneRun(dg.AutomationCondition):
+    """True when the replicas' recorded lineage agrees: same prompts content, same model
+    checkpoint, the current inference settings, and metrics that score the current inference
+    outputs (:func:`nova_eval_assets.lineage.check_replicas`, which reads Parquet footers)."""
+
+    def __init__(self, loaded: LoadedRecipe):
+        self._loaded = loaded
+
+    @property
+    def name(self) -> str:
+        return "replicas_from_one_run"
+
+    @property
+    def description(self) -> str:
+        return "every replica made from the same prompts, model checkpoint and settings"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        candidates = context.candidate_subset
+        if candidates.is_empty:  # only read the footers when everything else holds
+            return dg.AutomationResult(context=context, true_subset=candidates)
+        check = lineage.check_replicas(self._loaded)
+        if not check.ok:
+            context.log.info(check.message(self._loaded))
+        return dg.AutomationResult(
+            context=context, true_subset=candidates if check.ok else context.get_empty_subset()
+        )
+
+
+def aggregate_condition(loaded: LoadedRecipe) -> dg.AutomationCondition:
+    """The aggregate runs when some replica updated since it last ran, every replica is
+    materialized, none is queued, running or part of a running backfill, and all come from
+    one run. Needs a sensor on the user code server (the custom condition reads files)."""
+    return (
+        _dependency_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & ReplicasFromOneRun(loaded)
+    ).with_label("every replica of one run materialized")
+
+
+# ---------------------------------------------------------------- jobs and schedules
+
+
+def prepare_job_name(loaded: LoadedRecipe) -> str:
+    return f"{loaded.name}__prepare"
+
+
+def replicas_job_name(loaded: LoadedRecipe) -> str:
+    return f"{loaded.name}__replicas"
+
+
+def aggregate_job_name(loaded: LoadedRecipe) -> str:
+    return f"{loaded.name}__aggregate"
+
+
+def judge_job_name(loaded: LoadedRecipe) -> str:
+    return f"{loaded.name}__judge"
+
+
+def entry_job_name(loaded: LoadedRecipe) -> str:
+    """The job a schedule or the dataset sensor launches for this recipe."""
+    return prepare_job_name(loaded) if is_gen_qa(loaded) else judge_job_name(loaded)
+
+
+def build_jobs(loaded: LoadedRecipe) -> list[dg.UnresolvedAssetJobDefinition]:
+    default_tags = {"recipe": loaded.name, **deploy_run_tags("default")}
+    if not is_gen_qa(loaded):
+        keys = [asset_key(loaded, "validated_dataset"), asset_key(loaded, "judge_results")]
+        return [
+            dg.define_asset_job(
+                judge_job_name(loaded),
+                selection=dg.AssetSelection.assets(*keys),
+                tags=default_tags,
+                description=f"The judge evaluation {loaded.name}: dataset, then judgments.",
+            )
+        ]
+    sources = [dataset_file_key(loaded), model_checkpoint_key(loaded)]  # see source_assets
+    prepare = [*sources, *(asset_key(loaded, s) for s in PREPARE_STAGES)]
+    return [
+        dg.define_asset_job(
+            prepare_job_name(loaded),
+            selection=dg.AssetSelection.assets(*prepare),
+            tags=default_tags,
+            description=(
+                "Observe the dataset file and model checkpoint, validate, build the prompts. "
+                "The replicas and the aggregate follow by declarative automation."
+            ),
+        ),
+        dg.define_asset_job(
+            replicas_job_name(loaded),
+            selection=dg.AssetSelection.assets(*(asset_key(loaded, s) for s in REPLICA_STAGES)),
+            tags={**default_tags, **deploy_run_tags("replica")},
+            description=(
+                "One replica partition: inference, then its metrics. Backfill chosen "
+                "partitions here; the aggregate follows when every replica is current."
+            ),
+        ),
+        dg.define_asset_job(
+            aggregate_job_name(loaded),
+            selection=dg.AssetSelection.assets(asset_key(loaded, "aggregated_report")),
+            tags=default_tags,
+            description="The aggregate over every replica (refuses a mix of runs).",
+        ),
+    ]
+
+
+def build_schedule(loaded: LoadedRecipe) -> dg.ScheduleDefinition | None:
+    """The recipe's ``schedule``: each tick launches the entry job (prepare, or the judge
+    job); the automation then runs every replica partition and the aggregate."""
+    config = loaded.recipe.schedule
+    if config is None:
+        return None
+    status = (
+        dg.DefaultScheduleStatus.RUNNING if config.enabled else dg.DefaultScheduleStatus.STOPPED
+    )
+    job_name = entry_job_name(loaded)
+
+    @dg.schedule(
+        name=f"{loaded.name}__schedule",
+        cron_schedule=config.cron,
+        execution_timezone=config.timezone,
+        job_name=job_name,
+        default_status=status,
+        description=(
+            f"Evaluates {loaded.name} at '{config.cron}' ({config.timezone}): the "
+            f"{job_name} run, then every replica partition and the aggregate."
+        ),
+    )
+    def evaluation_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        moment = context.scheduled_execution_time
+        stamp = moment.isoformat() if moment is not None else "manual"
+        return dg.RunRequest(
+            run_key=f"{loaded.name}:{stamp}",
+            tags={TRIGGER_TAG: "schedule", "nova_eval/scheduled_for": stamp},
+        )
+
+    return evaluation_schedule
+
+
+# ---------------------------------------------------------------- everything, per location
+
+
+def automation_interval() -> int:
+    return int(os.environ.get(AUTOMATION_INTERVAL_ENV, "30"))
+
+
+def build_automation_sensors(recipes: list[LoadedRecipe]) -> list[dg.SensorDefinition]:
+    """Two automation sensors, both running by default: the replica stages (their runs carry
+    the deployment's ``replica`` run tags: GPU requests) and the aggregates (evaluated on the
+    user code server, where the replicas' lineage can be read)."""
+    gen_qa = [r for r in recipes if is_gen_qa(r)]
+    if not gen_qa:
+        return []
+    replicas = dg.AssetSelection.assets(
+        *(asset_key(r, stage) for r in gen_qa for stage in REPLICA_STAGES)
+    )
+    reports = dg.AssetSelection.assets(*(asset_key(r, "aggregated_report") for r in gen_qa))
+    interval = automation_interval()
+    return [
+        dg.AutomationConditionSensorDefinition(
+            "nova_eval_replicas",
+            target=replicas,
+            run_tags={**deploy_run_tags("replica"), TRIGGER_TAG: "automation"},
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=interval,
+            description="Runs replica partitions whose upstream updated (eager).",
+        ),
+        dg.AutomationConditionSensorDefinition(
+            "nova_eval_reports",
+            target=reports,
+            run_tags={**deploy_run_tags("default"), TRIGGER_TAG: "automation"},
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=interval,
+            use_user_code_server=True,
+            description="Aggregates once every replica of one run is materialized.",
+        ),
+    ]
+
+
+@dataclass
+class Orchestration:
+    assets: list[Any] = field(default_factory=list)
+    jobs: list[Any] = field(default_factory=list)
+    schedules: list[dg.ScheduleDefinition] = field(default_factory=list)
+    sensors: list[dg.SensorDefinition] = field(default_factory=list)
+
+
+def build_orchestration(recipes: list[LoadedRecipe]) -> Orchestration:
+    """Sources, jobs, schedules and sensors of every recipe in a code location."""
+    from nova_eval_assets.assets.sensors import build_dataset_sensor
+
+    built = Orchestration()
+    for loaded in recipes:
+        built.assets += source_assets(loaded)
+        built.jobs += build_jobs(loaded)
+        schedule = build_schedule(loaded)
+        if schedule is not None:
+            built.schedules.append(schedule)
+    built.sensors += build_automation_sensors(recipes)
+    dataset_sensor = build_dataset_sensor(recipes, {job.name: job for job in built.jobs})
+    if dataset_sensor is not None:
+        built.sensors.append(dataset_sensor)
+    return built

@@ -1,0 +1,352 @@
+"""The asset graph of an ``llm_judge`` recipe, and the project-wide judge leaderboard.
+
+    [<baseline>/aggregated_report, <challenger>/aggregated_report]   (joining recipes only)
+        -> <judge>/validated_dataset (+ blocking check dataset_is_valid)
+        -> <judge>/judge_results (+ check judge_verdicts_parse)
+    every <judge>/judge_results -> judge_leaderboard
+
+Thin wiring around :mod:`nova_eval_assets.judge.pipeline`. Keys are prefixed and grouped
+by the recipe's ``run.name``; the leaderboard is in its own group.
+"""
+
+import hashlib
+import json
+import math
+import time
+from typing import Any
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from nova_eval_assets import progress, storage
+from nova_eval_assets.judge import pipeline
+from nova_eval_assets.judge.prompts import render
+from nova_eval_assets.layout import EvalLayout
+from nova_eval_assets.recipe import LoadedRecipe
+
+VALIDATION_CHECK = "dataset_is_valid"
+PARSE_CHECK = "judge_verdicts_parse"
+#: judge_verdicts_parse warns when more than this share of judgments has no verdict.
+MAX_INFERENCE_ERROR_SHARE = 0.2
+LEADERBOARD_KEY = dg.AssetKey(["judge_leaderboard"])
+
+
+def _version(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: Changes whenever the judge prompt text changes (it is part of judge_results' version).
+PROMPT_VERSION = _version(render("p", "a", "b", "s"), render("p", "a", "b", order="verdict_first"))
+
+
+def _scalar_metadata(values: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float) and math.isfinite(value):
+            out[key] = value
+    return out
+
+
+def _preview(path: str, rows: int = 5) -> str:
+    table = storage.read_parquet(
+        path,
+        columns=["row_index", "forward_preference", "backward_preference", "outcome", "prompt"],
+    ).slice(0, rows)
+    lines = ["| row | forward | backward | outcome | prompt |", "|---:|---|---|---|---|"]
+    for r in table.to_pylist():
+        prompt = " ".join(r["prompt"].split())[:60].replace("|", "/")
+        lines.append(
+            f"| {r['row_index']} | {r['forward_preference']} | {r['backward_preference']} | "
+            f"{r['outcome']} | {prompt} |"
+        )
+    return "\n".join(lines)
+
+
+def upstream_keys(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> list[dg.AssetKey]:
+    return [
+        dg.AssetKey([other.name, "aggregated_report"])
+        for other in pipeline.upstream_recipes(loaded, recipes).values()
+    ]
+
+
+def build_judge_assets(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> list[Any]:
+    """validated_dataset, its blocking check, judge_results and its parse check."""
+    recipe = loaded.recipe
+    name = loaded.name
+    config = pipeline.judge_config(loaded)
+    upstream = pipeline.upstream_recipes(loaded, recipes)  # validates the names early
+    deps = upstream_keys(loaded, recipes)
+    baseline, challenger = pipeline.labels(loaded)
+    tags = {"recipe": name, "task": "llm_judge"}
+
+    def key(stage: str) -> dg.AssetKey:
+        return dg.AssetKey([name, stage])
+
+    source = (
+        f"the outputs of {config.baseline_recipe} (A) and {config.challenger_recipe} (B), "
+        "joined by row"
+        if upstream
+        else str(recipe.run.data_s3_path)
+    )
+
+    @dg.asset(
+        key=key("validated_dataset"),
+        deps=deps,
+        group_name=name,
+        code_version=_version(
+            recipe.dataset, recipe.run.data_s3_path, recipe.run.limit, sorted(upstream)
+        ),
+        description=f"Judge rows (prompt, response_A, response_B) from {source}.",
+        kinds={"python", "parquet"},
+        tags=tags,
+    )
+    def validated_dataset(context: AssetExecutionContext) -> dg.MaterializeResult:
+        outcome, summary = pipeline.prepare_dataset(loaded, recipes)
+        if outcome.problems:
+            context.log.warning(outcome.report())
+        metadata: dict[str, Any] = {
+            "valid_rows": summary["valid_rows"],
+            "rejected_rows": summary["rejected_rows"],
+            "lines_read": summary["lines_read"],
+            "policy": summary["policy"],
+            "dataset": dg.MetadataValue.path(summary["source"]),
+            "dataset_sha256": summary["dataset_sha256"],
+            "rejected_rows_file": dg.MetadataValue.path(summary["rejected_path"]),
+        }
+        if "join" in summary:
+            metadata["join"] = dg.MetadataValue.json(summary["join"])
+        return dg.MaterializeResult(metadata=metadata)
+
+    @dg.asset_check(
+        asset=validated_dataset,
+        name=VALIDATION_CHECK,
+        blocking=True,
+        description="Every judge row is valid, or rejected rows are allowed by the recipe.",
+    )
+    def dataset_is_valid() -> dg.AssetCheckResult:
+        summary = storage.read_json(EvalLayout.for_recipe(loaded).validation_report)
+        strict = summary["policy"] == "fail"
+        return dg.AssetCheckResult(
+            passed=bool(summary["ok"]),
+            severity=dg.AssetCheckSeverity.ERROR if strict else dg.AssetCheckSeverity.WARN,
+            description=None if summary["ok"] else summary["report"],
+            metadata={
+                "problem_count": summary["problem_count"],
+                "rejected_rows": summary["rejected_rows"],
+                "first_problems": dg.MetadataValue.md(
+                    "\n".join(f"- {p}" for p in summary["problems"]) or "none"
+                ),
+            },
+        )
+
+    @dg.asset(
+        key=key("judge_results"),
+        deps=[validated_dataset],
+        group_name=name,
+        code_version=_version(
+            pipeline.judge_model(loaded), recipe.inference, config, PROMPT_VERSION
+        ),
+        description=(
+            f"Pairwise judgments of {baseline} (A) against {challenger} (B), forward and "
+            "backward, with Nova's summary, Bradley-Terry winrate and position-bias "
+            "diagnostics."
+        ),
+        kinds={"pytorch" if config.backend == "hf" else "python", "parquet"},
+        tags=tags,
+    )
+    def judge_results(context: AssetExecutionContext) -> dg.MaterializeResult:
+        validation = storage.read_json(EvalLayout.for_recipe(loaded).validation_report)
+        if not validation["ok"] and validation["policy"] == "fail":
+            raise RuntimeError(f"the judge dataset is invalid:\n{validation['report']}")
+        last = [0.0]
+
+        def on_batch(done: int, total: int) -> None:
+            progress.notify("judge", done, total)
+            now = time.monotonic()
+            if now - last[0] > 5 or done == total:
+                last[0] = now
+                context.log.info(f"judge: {done}/{total} judgments")
+
+        report = pipeline.run_judge(loaded, on_batch=on_batch)
+        context.log.info("\n" + report["summary_markdown"])
+        diagnostics = report["diagnostics"]
+        return dg.MaterializeResult(
+            metadata={
+                "summary": dg.MetadataValue.md(report["summary_markdown"]),
+                **_scalar_metadata(report["summary"]),
+                **{f"diag_{k}": v for k, v in _scalar_metadata(diagnostics).items()},
+                "outcomes": dg.MetadataValue.json(diagnostics.get("outcomes", {})),
+                "by_metadata": dg.MetadataValue.json(diagnostics.get("by_metadata", {})),
+                "baseline": baseline,
+                "challenger": challenger,
+                "judge_backend": config.backend,
+                "judge_model": pipeline.judge_model(loaded),
+                "first_judgments": dg.MetadataValue.md(_preview(report["paths"]["judgments"])),
+                "judgments": dg.MetadataValue.path(report["paths"]["judgments"]),
+                "results_json": dg.MetadataValue.path(report["paths"]["results"]),
+            }
+        )
+
+    @dg.asset_check(
+        asset=judge_results,
+        name=PARSE_CHECK,
+        description=(
+            "At most 20% of judgments are inference_error (no parsable verdict); more means "
+            "the judge does not follow the verdict format (try judge.order: verdict_first "
+            "or a larger judge)."
+        ),
+    )
+    def judge_verdicts_parse() -> dg.AssetCheckResult:
+        report = pipeline.read_latest_report(loaded)
+        errors = report["summary"]["inference_error"] or 0.0
+        judgments = report["diagnostics"]["judgments"] or 0
+        share = errors / judgments if judgments else 0.0
+        return dg.AssetCheckResult(
+            passed=share <= MAX_INFERENCE_ERROR_SHARE,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"inference_error": errors, "judgments": judgments, "share": share},
+        )
+
+    return [validated_dataset, dataset_is_valid, judge_results, judge_verdicts_parse]
+
+
+class LeaderboardConfig(dg.Config):
+    """Launch-time options of judge_leaderboard (all optional)."""
+
+    anchor: str = ""  # empty: the model that is the baseline of the most judgments
+    bootstrap_rounds: int = 1000
+    seed: int = 1234
+
+
+def build_leaderboard_assets(recipes: list[LoadedRecipe]) -> list[Any]:
+    """``judge_leaderboard`` over every judge recipe's judge_results ([] without any)."""
+    judges = [r for r in recipes if pipeline.is_judge(r)]
+    if not judges:
+        return []
+    deps = [dg.AssetKey([r.name, "judge_results"]) for r in judges]
+
+    @dg.asset(
+        key=LEADERBOARD_KEY,
+        deps=deps,
+        group_name="judge_leaderboard",
+        description=(
+            "Bradley-Terry ratings (Elo scale, 1000 = the anchor) of every model that any "
+            "judge result compares, with bootstrap intervals and ranks."
+        ),
+        kinds={"python", "parquet"},
+        tags={"task": "llm_judge"},
+    )
+    def judge_leaderboard(
+        context: AssetExecutionContext, config: LeaderboardConfig
+    ) -> dg.MaterializeResult:
+        board = pipeline.build_leaderboard(
+            recipes, anchor=config.anchor or None, rounds=config.bootstrap_rounds, seed=config.seed
+        )
+        if board["results_not_run"]:
+            context.log.warning(
+                "judge recipes without results (left out): " + ", ".join(board["results_not_run"])
+            )
+        context.log.info("\n" + board["markdown"])
+        return dg.MaterializeResult(
+            metadata={
+                "leaderboard": dg.MetadataValue.md(board["markdown"]),
+                "anchor": board["anchor"],
+                "models": len(board["models"]),
+                "judge_results": len(board["results"]),
+                "results_not_run": ", ".join(board["results_not_run"]) or "none",
+                "path": dg.MetadataValue.path(board["paths"]["leaderboard"]),
+            }
+        )
+
+    return [judge_leaderboard]
+
+
+# ---------------------------------------------------------------- the CLI's `run`
+
+
+def run_judge_evaluation(
+    loaded: LoadedRecipe,
+    recipes: list[LoadedRecipe],
+    instance: dg.DagsterInstance | None = None,
+    show_progress: bool = True,
+    quiet_logs: bool = True,
+    run_upstream: bool = True,
+):
+    """Materialize a judge recipe as a user would from the UI: first the gen_qa recipes it
+    joins (each through :func:`materialize.run_evaluation`, unless ``run_upstream`` is
+    False), then its dataset and judge results, then the leaderboard."""
+    from tqdm import tqdm
+
+    from nova_eval_assets.assets.evaluation import build_evaluation_assets
+    from nova_eval_assets.assets.materialize import (
+        QUIET_CONSOLE,
+        EvaluationRun,
+        _failure,
+        run_evaluation,
+    )
+
+    instance = instance or dg.DagsterInstance.get()
+    outcome = EvaluationRun(report=None)
+    upstream = pipeline.upstream_recipes(loaded, recipes)
+    for role, other in upstream.items():
+        if not run_upstream:
+            continue
+        if show_progress:
+            print(f"{role}: {other.name}")
+        done = run_evaluation(other, instance, show_progress=show_progress, quiet_logs=quiet_logs)
+        outcome.run_ids += done.run_ids
+        if done.report is None:
+            outcome.message = f"{role} recipe {other.name} failed:\n{done.message}"
+            return outcome
+
+    definitions = build_judge_assets(loaded, recipes) + build_leaderboard_assets(recipes)
+    for other in upstream.values():  # for lineage in the run's record
+        definitions += build_evaluation_assets(other)
+
+    def materialize(keys: list[dg.AssetKey]) -> dg.ExecuteInProcessResult:
+        result = dg.materialize(
+            definitions,
+            instance=instance,
+            selection=dg.AssetSelection.assets(*keys),
+            raise_on_error=False,
+            run_config=QUIET_CONSOLE if quiet_logs else None,
+            tags={"recipe": loaded.name, "launched_by": "nova-eval-cli"},
+        )
+        outcome.run_ids.append(result.run_id)
+        return result
+
+    name = loaded.name
+    prepared = materialize([dg.AssetKey([name, "validated_dataset"])])
+    validation_path = EvalLayout.for_recipe(loaded).validation_report
+    if storage.exists(validation_path):
+        validation = storage.read_json(validation_path)
+        if not validation["ok"] and validation["policy"] == "fail":
+            outcome.message = "The judge dataset is invalid (dataset.on_invalid: fail):\n"
+            outcome.message += validation["report"]
+            return outcome
+    if not prepared.success:
+        outcome.message = _failure(prepared)
+        return outcome
+
+    total = 2 * storage.read_json(validation_path)["valid_rows"]
+    bar = tqdm(total=total, desc="judging", unit="judgment", disable=not show_progress)
+    seen = [0]
+
+    def on_progress(stage: str, done: int, _total: int) -> None:
+        if stage == "judge":
+            bar.update(done - seen[0])
+            seen[0] = done
+
+    with bar, progress.listening(on_progress):
+        result = materialize([dg.AssetKey([name, "judge_results"])])
+    if not result.success:
+        outcome.message = _failure(result)
+        return outcome
+    outcome.report = pipeline.read_latest_report(loaded)
+    board = materialize([LEADERBOARD_KEY])
+    if board.success:
+        outcome.report["leaderboard"] = pipeline.read_leaderboard(recipes)
+    return outcome

@@ -1,0 +1,63 @@
+"""Inference back ends behind one small interface (`Engine`).
+
+    engine = create_engine("hf", "smollm2-135m-instruct")
+    outputs = engine.generate([GenerationRequest(0, "What is 2+2?")], SamplingSettings())
+
+Only the transformers engine ("hf") exists so far. This package imports no Dagster,
+and importing it does not import torch (the engine module loads it on creation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import (
+    BLOCK_BATCHES,
+    MAX_TOP_LOGPROBS,
+    Engine,
+    Generation,
+    GenerationRequest,
+    SamplingSettings,
+    TokenLogprob,
+    block_size,
+)
+from .models import (
+    BUNDLED_MODELS,
+    ModelResolutionError,
+    ResolvedModel,
+    resolve_model,
+)
+
+#: engine name -> "module:class", imported on demand
+ENGINES: dict[str, str] = {"hf": "nova_eval_assets.engines.hf:HFEngine"}
+
+__all__ = [
+    "BLOCK_BATCHES",
+    "BUNDLED_MODELS",
+    "ENGINES",
+    "MAX_TOP_LOGPROBS",
+    "Engine",
+    "Generation",
+    "GenerationRequest",
+    "ModelResolutionError",
+    "ResolvedModel",
+    "SamplingSettings",
+    "TokenLogprob",
+    "block_size",
+    "create_engine",
+    "resolve_model",
+]
+
+
+def create_engine(engine: str, model_name_or_path: str, **options: Any) -> Engine:
+    """Build an engine by name. `options` go to the engine's constructor (for "hf":
+    device, dtype, default_batch_size, attn_implementation, max_context)."""
+    target = ENGINES.get(engine)
+    if target is None:
+        allowed = ", ".join(repr(name) for name in sorted(ENGINES))
+        raise ValueError(f"unknown inference engine {engine!r}; allowed engines: {allowed}")
+    import importlib
+
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(model_name_or_path, **options)

@@ -1,0 +1,134 @@
+"""The small interface every inference back end implements.
+
+An engine turns prompts into generations with token-level log probabilities.
+It knows nothing about datasets, recipes, shards or Dagster: the caller hands it
+a list of `GenerationRequest`s and gets back one `Generation` per request, in
+the same order.
+
+Replica invariance: engines group requests into fixed-size *blocks* of
+consecutive requests (`block_size(batch_size)`), and a row's batch-mates are
+chosen only from its own block.  A caller that starts every shard on a block
+boundary therefore gets the same batches, and so the same outputs, whatever
+the number of shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+#: How many batches make up one block (see `block_size`).
+BLOCK_BATCHES = 4
+
+#: The most entries a top-logprobs list may have (the Nova recipe allows 0..20).
+MAX_TOP_LOGPROBS = 20
+
+
+def block_size(batch_size: int) -> int:
+    """Rows per block for a given batch size: ``batch_size * 4``.
+
+    The engine sorts the rows of a block by prompt length and cuts batches from
+    it, so a row's batch (and its padding) depends only on the rows in its block.
+    Shards that start on a multiple of this number reproduce the batches of an
+    unsharded run exactly.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return batch_size * BLOCK_BATCHES
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    row_index: int  # global row position in the dataset
+    prompt: str
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = -1  # -1 = off
+    top_p: float = 1.0
+    top_logprobs: int = 0  # 0..20, 0 = no top list (chosen token logprob still recorded)
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k != -1 and self.top_k < 1:
+            raise ValueError(f"top_k must be -1 (off) or >= 1, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(
+                f"top_logprobs must be in 0..{MAX_TOP_LOGPROBS} (0 = off), got {self.top_logprobs}"
+            )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token.
+
+    `token` is the token's decoded text piece (``tokenizer.decode([id])``, e.g.
+    ``' the'``), not the raw vocabulary entry (``'Ġthe'``).  A token that holds
+    only part of a multi-byte UTF-8 character decodes to U+FFFD on its own; the
+    generation's `text` is decoded from all ids at once and is exact.
+    `top` is empty when `SamplingSettings.top_logprobs` is 0.  `token_id` (an
+    addition to the Nova fields) is the vocabulary id, for exact re-scoring.
+    """
+
+    token: str
+    logprob: float  # chosen token, from the RAW distribution (log_softmax of unprocessed logits)
+    top: list[tuple[str, float]] = field(default_factory=list)  # raw top tokens, descending
+    token_id: int | None = None
+
+
+@dataclass
+class Generation:
+    """The output for one request.
+
+    `tokens` and `text` stop before the end-of-turn token (EOS / ``<|im_end|>``),
+    which is therefore in neither; `completion_tokens == len(tokens)`.
+    `latency_s` is this row's share of its batch's wall time (batch time divided
+    by the number of rows in the batch), so summing it over rows gives the total
+    generation time.
+    """
+
+    row_index: int
+    text: str
+    tokens: list[TokenLogprob]
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    finish_reason: str  # "stop" | "length" | "error"
+    error: str | None = None
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+    model_id: str  # stable identity of the weights, e.g. "sha256:<hex>"
+    default_batch_size: int
+
+    def block_size(self, batch_size: int) -> int: ...
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        settings: SamplingSettings,
+        batch_size: int | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[Generation]:
+        """Results in the same order as `requests`.
+
+        `on_batch(done_rows, total_rows)` is called after each batch.
+        """
+        ...

@@ -1,0 +1,425 @@
+"""The transformers inference engine (the default, `engine: hf`).
+
+It runs its own decode loop over a KV cache instead of `model.generate`, for
+three reasons: the raw logits of every step are at hand (log probabilities come
+from the unprocessed distribution, before temperature / top-k / top-p), each row
+gets its own random generator (sampling is reproducible per row, whatever its
+batch), and rows that finish leave the batch at once (their KV cache rows are
+dropped), so a long answer does not keep finished rows computing.
+
+Batching (see `base.block_size`): requests are grouped into blocks of
+``batch_size * 4`` consecutive requests; within a block they are sorted by prompt
+length (ties by position) and cut into batches of `batch_size`, padded on the
+left.  A row's batch therefore depends only on its block, and shards that start
+on block boundaries reproduce an unsharded run.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .base import (
+    Generation,
+    GenerationRequest,
+    SamplingSettings,
+    TokenLogprob,
+)
+from .base import block_size as _block_size
+from .models import ResolvedModel, ensure_chat_template, load_dir, resolve_model
+
+logger = logging.getLogger(__name__)
+
+#: Fastest batch size measured on 2 CPU cores (bench/inference.py, BENCHMARKS.md).
+CPU_DEFAULT_BATCH_SIZE = 16
+#: On an accelerator the model is tiny next to the memory; bigger batches only help.
+CUDA_DEFAULT_BATCH_SIZE = 64
+
+_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
+
+
+@dataclass
+class _Prepared:
+    index: int  # position in the caller's list
+    row_index: int
+    ids: list[int]
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for the errors that mean "this batch does not fit"."""
+    if isinstance(error, MemoryError):
+        return True
+    try:
+        import torch
+
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def row_seed(seed: int, row_index: int) -> int:
+    """The seed of a row's random generator: a hash of (settings.seed, row_index)."""
+    digest = hashlib.sha256(f"nova-eval:{seed}:{row_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class HFEngine:
+    """transformers engine. See the module docstring for batching and sampling."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        default_batch_size: int | None = None,
+        attn_implementation: str | None = None,
+        max_context: int | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.resolved: ResolvedModel = resolve_model(model_name_or_path)
+        self.model_id = self.resolved.model_id
+        folder = load_dir(self.resolved)
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype is None:
+            self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        else:
+            self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.chat_template = ensure_chat_template(self.tokenizer)
+        self.tokenizer.padding_side = "left"
+        kwargs = {"dtype": self.dtype}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device)
+        self.model.eval()
+
+        config = self.model.config
+        self.max_context = int(max_context or getattr(config, "max_position_embeddings", 2048))
+        self.stop_ids = self._stop_ids()
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
+        if default_batch_size is None:
+            default_batch_size = (
+                CUDA_DEFAULT_BATCH_SIZE if self.device.type == "cuda" else CPU_DEFAULT_BATCH_SIZE
+            )
+        self.default_batch_size = int(default_batch_size)
+        self._pieces: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        candidates = [self.tokenizer.eos_token_id, getattr(self.model.config, "eos_token_id", None)]
+        gen_config = getattr(self.model, "generation_config", None)
+        if gen_config is not None:
+            candidates.append(gen_config.eos_token_id)
+        for value in candidates:
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        vocab = self.tokenizer.get_vocab()
+        ids.update(vocab[t] for t in _END_TOKENS if t in vocab)
+        if not ids:
+            raise ValueError("the tokenizer defines no end-of-sequence token")
+        return ids
+
+    def block_size(self, batch_size: int) -> int:
+        return _block_size(batch_size)
+
+    def format_prompt(self, request: GenerationRequest) -> str:
+        """The prompt text as the model sees it (chat template, generation prompt added)."""
+        if self.chat_template == "none":
+            return f"{request.system}\n\n{request.prompt}" if request.system else request.prompt
+        messages = []
+        if request.system is not None:
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": request.prompt})
+        return self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+
+    def encode(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """Prompt token ids, as `generate` feeds them to the model."""
+        if not requests:
+            return []
+        texts = [self.format_prompt(r) for r in requests]
+        add_special = self.chat_template == "none"
+        return self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+
+    def piece(self, token_id: int) -> str:
+        """Decoded text of one token (memoized)."""
+        text = self._pieces.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id])
+            self._pieces[token_id] = text
+        return text
+
+    # ------------------------------------------------------------------ generate
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        settings: SamplingSettings,
+        batch_size: int | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[Generation]:
+        batch_size = int(batch_size or self.default_batch_size)
+        block = _block_size(batch_size)
+        total = len(requests)
+        results: list[Generation | None] = [None] * total
+        all_ids = self.encode(requests)
+        limit = self.max_context - settings.max_new_tokens
+        done = 0
+
+        for start in range(0, total, block):
+            prepared = []
+            for i in range(start, min(total, start + block)):
+                request, ids = requests[i], all_ids[i]
+                if len(ids) > limit:
+                    results[i] = _error(
+                        request.row_index,
+                        len(ids),
+                        f"prompt is {len(ids)} tokens; the model's context of {self.max_context} "
+                        f"tokens minus max_new_tokens={settings.max_new_tokens} leaves {limit}",
+                    )
+                    done += 1
+                else:
+                    prepared.append(_Prepared(i, request.row_index, ids))
+            prepared.sort(key=lambda p: (len(p.ids), p.index))
+            batches = [prepared[j : j + batch_size] for j in range(0, len(prepared), batch_size)]
+            for batch in batches:
+                for item, generation in zip(
+                    batch, self._generate_with_retry(batch, settings), strict=True
+                ):
+                    results[item.index] = generation
+                done += len(batch)
+                if on_batch is not None:
+                    on_batch(done, total)
+            if not batches and on_batch is not None:
+                on_batch(done, total)
+        return results  # type: ignore[return-value]
+
+    def _generate_with_retry(
+        self, batch: list[_Prepared], settings: SamplingSettings
+    ) -> list[Generation]:
+        """Run a batch; on out-of-memory halve it and retry, down to single rows."""
+        try:
+            return self._timed_batch(batch, settings)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            self._release_memory()
+            if len(batch) == 1:
+                item = batch[0]
+                logger.warning(
+                    "row %d does not fit in memory even alone: %s", item.row_index, error
+                )
+                return [_error(item.row_index, len(item.ids), f"out of memory: {error}")]
+            half = (len(batch) + 1) // 2
+            logger.warning(
+                "out of memory on a batch of %d rows; retrying as %d + %d",
+                len(batch),
+                half,
+                len(batch) - half,
+            )
+            return self._generate_with_retry(batch[:half], settings) + self._generate_with_retry(
+                batch[half:], settings
+            )
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _timed_batch(self, batch: list[_Prepared], settings: SamplingSettings) -> list[Generation]:
+        started = time.perf_counter()
+        generations = self._generate_batch(batch, settings)
+        share = (time.perf_counter() - started) / len(batch)
+        for generation in generations:
+            generation.latency_s = share
+        return generations
+
+    def _generate_batch(
+        self, batch: list[_Prepared], settings: SamplingSettings
+    ) -> list[Generation]:
+        """Decode one left-padded batch. The unit that the out-of-memory retry wraps."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self.device
+        size = len(batch)
+        width = max(len(p.ids) for p in batch)
+        input_ids = torch.full((size, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((size, width), dtype=torch.long)
+        for r, p in enumerate(batch):
+            input_ids[r, width - len(p.ids) :] = torch.tensor(p.ids, dtype=torch.long)
+            mask[r, width - len(p.ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
+        next_position = positions[:, -1:] + 1
+
+        greedy = settings.greedy
+        generators = None
+        if not greedy:
+            generators = []
+            for p in batch:
+                g = torch.Generator(device=device)
+                g.manual_seed(row_seed(settings.seed, p.row_index))
+                generators.append(g)
+        n_top = settings.top_logprobs
+
+        chosen_ids: list[list[int]] = [[] for _ in batch]
+        chosen_lps: list[list[float]] = [[] for _ in batch]
+        tops: list[list[list[tuple[str, float]]]] = [[] for _ in batch]
+        finish = ["length"] * size
+        active = list(range(size))  # rows of `batch` still decoding, in cache order
+
+        with torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            for _step in range(settings.max_new_tokens):
+                logits = out.logits[:, -1, :].float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                if greedy:
+                    chosen = logits.argmax(dim=-1)
+                else:
+                    chosen = _sample(logits, settings, [generators[r] for r in active])
+                chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
+                chosen_cpu = chosen.tolist()
+                lp_cpu = chosen_lp.tolist()
+                if n_top:
+                    top_v, top_i = logprobs.topk(n_top, dim=-1)
+                    top_v, top_i = top_v.tolist(), top_i.tolist()
+
+                keep = []
+                for k, r in enumerate(active):
+                    token = chosen_cpu[k]
+                    if token in self.stop_ids:
+                        finish[r] = "stop"
+                        continue
+                    chosen_ids[r].append(token)
+                    chosen_lps[r].append(lp_cpu[k])
+                    if n_top:
+                        tops[r].append(
+                            [(self.piece(t), v) for t, v in zip(top_i[k], top_v[k], strict=True)]
+                        )
+                    if len(chosen_ids[r]) < settings.max_new_tokens:
+                        keep.append(k)
+                if not keep:
+                    break
+                step_ids = chosen[:, None]
+                if len(keep) < len(active):
+                    index = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(index)
+                    mask = mask.index_select(0, index)
+                    next_position = next_position.index_select(0, index)
+                    step_ids = step_ids.index_select(0, index)
+                    active = [active[k] for k in keep]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                out = self.model(
+                    input_ids=step_ids,
+                    attention_mask=mask,
+                    position_ids=next_position,
+                    cache=cache,
+                    use_cache=True,
+                )
+                next_position = next_position + 1
+
+        generations = []
+        for r, p in enumerate(batch):
+            tokens = [
+                TokenLogprob(
+                    token=self.piece(t), logprob=lp, top=tops[r][j] if n_top else [], token_id=t
+                )
+                for j, (t, lp) in enumerate(zip(chosen_ids[r], chosen_lps[r], strict=True))
+            ]
+            generations.append(
+                Generation(
+                    row_index=p.row_index,
+                    text=self.tokenizer.decode(chosen_ids[r], skip_special_tokens=False),
+                    tokens=tokens,
+                    prompt_tokens=len(p.ids),
+                    completion_tokens=len(tokens),
+                    latency_s=0.0,
+                    finish_reason=finish[r],
+                )
+            )
+        return generations
+
+
+def _sample(logits, settings: SamplingSettings, generators) -> object:
+    """Draw one token per row from the processed distribution (temperature, then top-k,
+    then top-p), each row with its own generator.
+
+    Each row draws exactly one uniform number per step from its own generator and picks
+    the token by inverse CDF, so a row's draws never depend on its batch-mates.  The
+    candidates come from `topk` rather than a full sort of the vocabulary (and
+    `torch.multinomial`), which on CPU cost tens of milliseconds per row and step; for
+    top-p the candidate set grows until it holds the nucleus of every row.
+    """
+    import torch
+
+    probs = torch.softmax(logits / settings.temperature, dim=-1)
+    vocab = probs.shape[-1]
+    uniform = torch.cat([torch.rand(1, generator=g, device=g.device) for g in generators])
+    uniform = uniform.to(probs.device, torch.float64)[:, None]
+
+    top_k = settings.top_k if 0 < settings.top_k < vocab else vocab
+    if settings.top_p >= 1.0 and top_k == vocab:
+        cdf = probs.double().cumsum(dim=-1)
+        picks = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
+        return picks.clamp_(max=vocab - 1)[:, 0]
+
+    width = top_k if settings.top_p >= 1.0 else min(top_k, 256)
+    while True:
+        values, indices = torch.topk(probs, width, dim=-1)  # sorted, descending
+        if settings.top_p >= 1.0 or width == top_k:
+            break
+        mass = values.sum(dim=-1)
+        if bool((mass >= settings.top_p).all()):
+            break
+        width = min(top_k, width * 4)
+    # top-k renormalizes first; top-p then keeps the smallest head reaching top_p
+    values = values / values.sum(dim=-1, keepdim=True)
+    if settings.top_p < 1.0:
+        before = values.cumsum(dim=-1) - values
+        values = values.masked_fill(before >= settings.top_p, 0.0)
+    cdf = values.double().cumsum(dim=-1)
+    slot = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).clamp_(max=width - 1)
+    return indices.gather(1, slot)[:, 0]
+
+
+def _error(row_index: int, prompt_tokens: int, message: str) -> Generation:
+    return Generation(
+        row_index=row_index,
+        text="",
+        tokens=[],
+        prompt_tokens=prompt_tokens,
+        completion_tokens=0,
+        latency_s=0.0,
+        finish_reason="error",
+        error=message,
+    )

@@ -1,0 +1,11 @@
+"""LLM-as-a-judge: pairwise comparison of a baseline (A) and a challenger (B).
+
+- :mod:`prompts`: the judge prompt; forward shows A first, backward shows B first.
+- :mod:`verdicts`: strict verdict parsing, and mapping position verdicts back to A/B.
+- :mod:`backends`: judge back ends behind the engine interface (hf, bedrock, openai).
+- :mod:`pairwise`: both passes per prompt, the per-judgment table, soft preferences.
+- :mod:`bradley_terry`: Nova's summary, bootstrap, position-bias diagnostics, leaderboard.
+- :mod:`pipeline`: the judge stages as plain functions (files in, files out).
+
+Nothing here imports Dagster; ``nova_eval_assets.assets.judge`` wires it.
+"""

@@ -1,0 +1,463 @@
+"""Rows of the tables, from what an evaluation wrote.
+
+* ``eval_examples``: ``eval_results/examples.parquet`` (our typed per-example table),
+  streamed in record batches and given the run's identity, a stable ``example_id``, the
+  metadata parsed into a map and the mean token log probability.
+* ``eval_metrics``: the results JSON's ``all`` section (one row per metric with its
+  ``_stderr`` sibling), plus every metric by metadata stratum computed from the examples.
+* ``judge_judgments`` / ``judge_summary``: a judge run's per-judgment Parquet and its
+  summary, mapped onto the table columns by name (see :func:`judgments_batches`).
+
+Nothing here imports Dagster or the inference engines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from nova_eval_assets import storage
+from nova_eval_assets.metrics import PER_EXAMPLE_METRICS, aggregate_gen_qa
+from nova_eval_assets.metrics.stats import mean_and_stderr
+from nova_eval_assets.tables.schemas import (
+    EVAL_EXAMPLES,
+    EVAL_METRICS,
+    JUDGE_JUDGMENTS,
+    JUDGE_SUMMARY,
+    TIMESTAMP,
+)
+from nova_eval_assets.tables.writer import RunPartition
+
+BATCH_ROWS = 65_536
+MAX_STRATUM_VALUES = 50
+JUDGE_AGGREGATIONS = {
+    "a_scores": "count",
+    "b_scores": "count",
+    "ties": "count",
+    "inference_error": "count",
+    "score": "mean",
+    "winrate": "bradley_terry",
+    "lower_rate": "percentile",
+    "upper_rate": "percentile",
+}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who a set of rows belongs to: the run's identity and what every row repeats."""
+
+    eval_name: str
+    run_id: str
+    run_timestamp: datetime  # UTC
+    model_name: str | None = None
+    task: str | None = None
+    dataset_sha256: str | None = None
+
+    @property
+    def run_date(self) -> str:
+        return self.run_timestamp.strftime("%Y-%m-%d")
+
+    @property
+    def partition(self) -> RunPartition:
+        return RunPartition(self.eval_name, self.run_id, self.run_date)
+
+    def columns(self, n: int) -> dict[str, pa.Array]:
+        """The run columns (schemas.RUN_COLUMNS) repeated ``n`` times."""
+        ts = self.run_timestamp.astimezone(UTC).replace(tzinfo=None)
+        return {
+            "run_id": pa.repeat(pa.scalar(self.run_id), n),
+            "run_timestamp": pa.repeat(pa.scalar(ts, TIMESTAMP), n),
+            "model_name": pa.repeat(pa.scalar(self.model_name, pa.string()), n),
+            "task": pa.repeat(pa.scalar(self.task, pa.string()), n),
+            "dataset_sha256": pa.repeat(pa.scalar(self.dataset_sha256, pa.string()), n),
+        }
+
+
+def parse_stamp(stamp: str) -> datetime:
+    """Nova's file-name timestamp (``2025-01-02T03-04-05.678Z``) as a UTC datetime."""
+    for fmt in ("%Y-%m-%dT%H-%M-%S.%fZ", "%Y-%m-%dT%H-%M-%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+        try:
+            return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def run_info(eval_name: str, results: Mapping[str, Any], run_id: str | None = None) -> RunInfo:
+    """The run a results document describes. Its id is the results timestamp unless
+    ``run_id`` names the run (rerunning under the same id replaces the run's rows)."""
+    config = results.get("config_general") or {}
+    stamp = config.get("timestamp")
+    moment = parse_stamp(stamp) if stamp else datetime.now(UTC)
+    dataset = config.get("dataset") or {}
+    return RunInfo(
+        eval_name=eval_name,
+        run_id=run_id or stamp or moment.strftime("%Y-%m-%dT%H-%M-%S.%f")[:-3] + "Z",
+        run_timestamp=moment,
+        model_name=config.get("model_name"),
+        task=config.get("task"),
+        dataset_sha256=dataset.get("sha256") if isinstance(dataset, dict) else None,
+    )
+
+
+# ---------------------------------------------------------------- eval_examples
+
+
+def _value_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def parse_metadata(text: str | None) -> list[tuple[str, str]] | None:
+    """A metadata string as map entries: a JSON object's keys with string values (other
+    JSON values JSON-encoded); anything else is ``{"metadata": text}``; null stays null."""
+    if text is None:
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return [("metadata", text)]
+    if isinstance(parsed, dict):
+        return [(str(k), _value_text(v)) for k, v in parsed.items()]
+    return [("metadata", text)]
+
+
+def metadata_maps(metadata: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``parse_metadata`` over a column, each distinct string parsed once."""
+    if isinstance(metadata, pa.ChunkedArray):
+        metadata = metadata.combine_chunks()
+    encoded = pc.dictionary_encode(metadata)
+    parsed = [parse_metadata(text) for text in encoded.dictionary.to_pylist()]
+    maps = pa.array(parsed, type=pa.map_(pa.string(), pa.string()))
+    return maps.take(encoded.indices)
+
+
+def example_ids(*columns: pa.Array) -> pa.Array:
+    """sha256 over the given string columns of each row (16 hex digits): the same example
+    gets the same id in every run, so runs and models can be compared row by row."""
+    values = [c.to_pylist() for c in columns]
+    out = []
+    for row in zip(*values, strict=True):
+        digest = hashlib.sha256()
+        for part in row:
+            digest.update(b"\x00" if part is None else b"\x01" + part.encode("utf-8"))
+            digest.update(b"\x1f")
+        out.append(digest.hexdigest()[:16])
+    return pa.array(out, pa.string())
+
+
+def mean_logprobs(token_logprobs: pa.Array) -> pa.Array:
+    """Mean log probability of each row's generated tokens (null without tokens)."""
+    n = len(token_logprobs)
+    flat = pc.list_flatten(token_logprobs)
+    if len(flat) == 0:
+        return pa.nulls(n, pa.float64())
+    parents = pc.list_parent_indices(token_logprobs).to_numpy()
+    values = pc.struct_field(flat, "logprob").to_numpy(zero_copy_only=False)
+    counts = np.bincount(parents, minlength=n)
+    sums = np.bincount(parents, weights=values, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+    return pa.array(means, pa.float64(), mask=counts == 0)
+
+
+def to_eval_examples(batch: pa.RecordBatch | pa.Table, run: RunInfo) -> pa.Table:
+    """One batch of examples.parquet as eval_examples rows (columns it lacks are null)."""
+    table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    table = table.combine_chunks()
+    n = table.num_rows
+    present = set(table.column_names)
+
+    def column(name: str) -> pa.Array:
+        type_ = EVAL_EXAMPLES.field(name).type
+        if name in present:
+            return table[name].combine_chunks().cast(type_)
+        return pa.nulls(n, type_)
+
+    derived: dict[str, pa.Array] = {
+        **run.columns(n),
+        "example_id": example_ids(column("system"), column("prompt"), column("gold")),
+        "metadata_map": metadata_maps(column("metadata")),
+        "mean_logprob": mean_logprobs(column("token_logprobs")),
+    }
+    arrays = [derived[f.name] if f.name in derived else column(f.name) for f in EVAL_EXAMPLES]
+    return pa.Table.from_arrays(arrays, schema=EVAL_EXAMPLES)
+
+
+def iter_parquet(location: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    fs, path = storage.filesystem(location)
+    with fs.open_input_file(path) as source:
+        yield from pq.ParquetFile(source).iter_batches(batch_size=batch_rows)
+
+
+def examples_batches(
+    examples_location: str, run: RunInfo, batch_rows: int = BATCH_ROWS
+) -> Iterator[pa.Table]:
+    for batch in iter_parquet(examples_location, batch_rows):
+        yield to_eval_examples(batch, run)
+
+
+# ---------------------------------------------------------------- eval_metrics
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def flatten_numbers(section: Mapping[str, Any], prefix: str = "") -> dict[str, float | None]:
+    """Numeric leaves of a results section; nested objects become dotted names."""
+    out: dict[str, float | None] = {}
+    for key, value in section.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_numbers(value, f"{name}."))
+        elif value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+            out[name] = _finite(value)
+    return out
+
+
+def metric_kind(name: str, task: str | None, custom_aggregation: str) -> tuple[str, str]:
+    """(aggregation, source) of a metric in the results JSON."""
+    if task == "llm_judge" or name in JUDGE_AGGREGATIONS:
+        return JUDGE_AGGREGATIONS.get(name, "mean"), "judge"
+    if name == "bleu":
+        return "corpus", "gen_qa"
+    if name in PER_EXAMPLE_METRICS:
+        return "mean", "gen_qa"
+    aggregation = {"average": "mean"}.get(custom_aggregation, custom_aggregation)
+    return aggregation, "custom"
+
+
+def overall_metric_rows(
+    results: Mapping[str, Any], custom_aggregation: str = "average"
+) -> list[dict[str, Any]]:
+    config = results.get("config_general") or {}
+    section = (results.get("results") or {}).get("all") or {}
+    numbers = flatten_numbers(section)
+    n = config.get("num_scored", config.get("num_prompts", config.get("num_examples")))
+    rows = []
+    for name, value in numbers.items():
+        if name.endswith("_stderr"):
+            continue
+        aggregation, source = metric_kind(name, config.get("task"), custom_aggregation)
+        rows.append(
+            {
+                "metric": name,
+                "value": value,
+                "stderr": numbers.get(f"{name}_stderr"),
+                "aggregation": aggregation,
+                "stratum": "all",
+                "stratum_field": None,
+                "stratum_value": None,
+                "num_examples": n,
+                "source": source,
+            }
+        )
+    return rows
+
+
+def _aggregate(values: np.ndarray, aggregation: str) -> tuple[float | None, float | None]:
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return None, None
+    if aggregation == "mean":
+        mean, stderr = mean_and_stderr(values)
+        return _finite(mean), _finite(stderr)
+    reducer = {"min": np.min, "max": np.max, "sum": np.sum}[aggregation]
+    return float(reducer(values)), None
+
+
+def stratum_metric_rows(
+    examples: pa.Table,
+    custom_aggregation: str = "average",
+    max_values: int = MAX_STRATUM_VALUES,
+) -> list[dict[str, Any]]:
+    """Every metric by every metadata field with 2..``max_values`` distinct values.
+
+    Columns used: ``metadata``, ``scored``, ``metrics`` and (for corpus BLEU) ``bleu_stats``.
+    Per-example metrics are averaged (custom metrics use the recipe's aggregation), BLEU is
+    the corpus BLEU of the stratum with its bootstrap stderr; rows not scored are left out.
+    """
+    n = examples.num_rows
+    if n == 0 or "metrics" not in examples.column_names:
+        return []
+    scored = pc.fill_null(examples["scored"], False).to_numpy(zero_copy_only=False)
+    metrics = examples["metrics"].combine_chunks()
+    names = pc.unique(metrics.keys).to_pylist()
+    values = {
+        name: pc.map_lookup(metrics, pa.scalar(name), "first")
+        .cast(pa.float64())
+        .to_numpy(zero_copy_only=False)
+        for name in names
+    }
+    stats = None
+    if "bleu_stats" in examples.column_names:
+        lists = examples["bleu_stats"].combine_chunks()
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
+        if len(lengths) and lengths.max() > 0:
+            width = int(lengths.max())
+            stats = np.full((n, width), np.nan)
+            rows = lengths == width
+            flat = pc.list_flatten(lists.filter(pa.array(rows))).to_numpy(zero_copy_only=False)
+            stats[rows] = flat.reshape(-1, width)
+    maps = metadata_maps(examples["metadata"]).to_pylist()
+    fields: dict[str, list[str | None]] = {}
+    for i, entries in enumerate(maps):
+        for key, value in entries or []:
+            fields.setdefault(key, [None] * n)[i] = value
+    rows: list[dict[str, Any]] = []
+    for field_name in sorted(fields):
+        column = np.array(fields[field_name], dtype=object)
+        distinct = sorted({v for v in fields[field_name] if v is not None})
+        if not 2 <= len(distinct) <= max_values:
+            continue
+        for value in distinct:
+            mask = (column == value) & scored
+            count = int(mask.sum())
+            common = {
+                "stratum": f"{field_name}={value}",
+                "stratum_field": field_name,
+                "stratum_value": value,
+                "num_examples": count,
+            }
+            for name in names:
+                aggregation, source = metric_kind(name, "gen_qa", custom_aggregation)
+                mean, stderr = _aggregate(values[name][mask], aggregation)
+                rows.append(
+                    {"metric": name, "value": mean, "stderr": stderr, **common}
+                    | {"aggregation": aggregation, "source": source}
+                )
+            if stats is not None:
+                subset = stats[mask & ~np.isnan(stats).any(axis=1)]
+                if len(subset):
+                    bleu = aggregate_gen_qa({}, subset)
+                    rows.append(
+                        {
+                            "metric": "bleu",
+                            "value": _finite(bleu["bleu"]),
+                            "stderr": _finite(bleu["bleu_stderr"]),
+                            **common,
+                            "aggregation": "corpus",
+                            "source": "gen_qa",
+                        }
+                    )
+    return rows
+
+
+def metrics_table(run: RunInfo, rows: list[dict[str, Any]]) -> pa.Table:
+    n = len(rows)
+    data = {**run.columns(n)}
+    for field in EVAL_METRICS:
+        if field.name not in data:
+            data[field.name] = pa.array([r.get(field.name) for r in rows], field.type)
+    return pa.table(data, schema=EVAL_METRICS)
+
+
+# ---------------------------------------------------------------- judge tables
+
+_JUDGMENT_ALIASES = {
+    "response_A": "response_a",
+    "response_B": "response_b",
+    "prompt_index": "row_index",
+}
+# per-pass columns of a wide judgments table (judge.pairwise.JUDGMENTS_SCHEMA), renamed
+_PASS_ALIASES = {"raw": "raw_output", "preference": "outcome", "soft_b": "preference_b"}
+_OUTCOMES = {"error": "inference_error"}
+_PASSES = ("forward", "backward")
+
+
+def _long_judgments(table: pa.Table) -> pa.Table:
+    """A table with one row per prompt and ``forward_*`` / ``backward_*`` columns (as the
+    judge writes it) becomes one row per pass, the pass's own columns without the prefix
+    (its mapped-back ``preference`` is the judgment's ``outcome``); a table that already
+    has a ``pass`` column is returned as it is."""
+    if "pass" in table.column_names:
+        return table
+    names = table.column_names
+    per_pass = {n for n in names for p in _PASSES if n.startswith(f"{p}_")}
+    if not per_pass:
+        return table.append_column("pass", pa.repeat(pa.scalar("forward"), table.num_rows))
+    # the prompt-level outcome combines both passes; each row gets its own pass's
+    shared = [n for n in names if n not in per_pass and n != "outcome"]
+    parts = []
+    for which in _PASSES:
+        part = table.select(shared)
+        for name in names:
+            if name.startswith(f"{which}_"):
+                short = name[len(which) + 1 :]
+                part = part.append_column(_PASS_ALIASES.get(short, short), table[name])
+        parts.append(part.append_column("pass", pa.repeat(pa.scalar(which), table.num_rows)))
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def to_judge_judgments(
+    table: pa.Table, run: RunInfo, extra: Mapping[str, Any] | None = None
+) -> pa.Table:
+    """A judge's judgments table as judge_judgments rows, one per pass. Columns are matched
+    by name (``response_A`` / ``response_B`` as in the dataset are accepted, and a wide
+    table with ``forward_*`` / ``backward_*`` columns is split into its passes); ``extra``
+    gives values for columns the table lacks (``judge_model``, ``baseline``, ``challenger``).
+    """
+    table = table.rename_columns([_JUDGMENT_ALIASES.get(n, n) for n in table.column_names])
+    table = _long_judgments(table).combine_chunks()
+    n = table.num_rows
+    extra = dict(extra or {})
+
+    def column(name: str) -> pa.Array:
+        type_ = JUDGE_JUDGMENTS.field(name).type
+        given = table[name] if name in table.column_names else None
+        if given is not None and (name not in extra or given.null_count < n):
+            return given.combine_chunks().cast(type_)
+        if name in extra:
+            return pa.repeat(pa.scalar(extra[name], type_), n)
+        if name == "row_index":
+            return pa.array(np.arange(n), pa.int64())
+        return pa.nulls(n, type_)
+
+    outcomes = [_OUTCOMES.get(v, v) for v in column("outcome").to_pylist()]
+    derived: dict[str, pa.Array] = {**run.columns(n), "outcome": pa.array(outcomes, pa.string())}
+    if "example_id" not in table.column_names:
+        derived["example_id"] = example_ids(
+            column("prompt"), column("response_a"), column("response_b")
+        )
+    if "metadata_map" not in table.column_names:
+        derived["metadata_map"] = metadata_maps(column("metadata"))
+    arrays = [derived[f.name] if f.name in derived else column(f.name) for f in JUDGE_JUDGMENTS]
+    return pa.Table.from_arrays(arrays, schema=JUDGE_JUDGMENTS)
+
+
+# judge diagnostics (judge.bradley_terry.position_bias) under their table column names
+JUDGE_DIAGNOSTICS = {
+    "flip_rate": "flip_rate",
+    "first_position_win_rate": "first_position_winrate",
+    "length_bias": "longer_answer_winrate",
+    "prompts": "num_prompts",
+    "judgments": "num_judgments",
+}
+
+
+def judge_summary_table(
+    run: RunInfo, summary: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+) -> pa.Table:
+    """One judge_summary row from Nova's summary keys (``a_scores``, ..., ``winrate``) and
+    any diagnostics of the same names; ``extra`` fills judge_model, baseline, challenger."""
+    values = {**flatten_numbers(summary), **dict(extra or {})}
+    data = {**run.columns(1)}
+    for field in JUDGE_SUMMARY:
+        if field.name not in data:
+            value = values.get(field.name)
+            if pa.types.is_integer(field.type) and value is not None:
+                value = int(value)
+            data[field.name] = pa.array([value], field.type)
+    return pa.table(data, schema=JUDGE_SUMMARY)

@@ -1,0 +1,193 @@
+"""The dbt project: `dbt parse` for Athena offline, and `dbt build --target duckdb` (models and
+dbt tests) on the tables of a real small evaluation, by the dbt CLI and through Dagster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pytest
+
+from nova_eval_assets import cli
+from nova_eval_assets.assets.dbt import (
+    DBT_PROJECT_DIR,
+    DUCKDB_PATH_ENV,
+    build_dbt_assets,
+    dbt_project,
+    dbt_resource,
+)
+from nova_eval_assets.assets.materialize import run_evaluation
+from nova_eval_assets.assets.tables import materialize_tables
+from nova_eval_assets.tables import build, duck, writer
+from tests.conftest import ticket_lines
+
+DBT = str(Path(sys.executable).parent / "dbt")
+
+
+def dbt(*args: str, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The dbt CLI on the project, with target/ and logs/ in ``tmp`` (not in the tree)."""
+    environment = {
+        **os.environ,
+        "DBT_TARGET_PATH": str(tmp / "target"),
+        "DBT_LOG_PATH": str(tmp / "logs"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        **(env or {}),
+    }
+    folder = str(DBT_PROJECT_DIR)
+    command = [DBT, *args, "--project-dir", folder, "--profiles-dir", folder]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+
+
+def project_args() -> list[str]:
+    return ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+
+
+def test_dbt_parse_for_athena_works_offline(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NOVA_EVAL_ATHENA"))}
+    env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+    env["AWS_CONFIG_FILE"] = str(tmp_path / "none")
+    done = subprocess.run(
+        [DBT, "parse", "--target", "athena", *project_args()],
+        env={**env, "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
+    models = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    assert models >= {
+        "metrics_over_time",
+        "metrics_by_stratum",
+        "base_vs_challenger",
+        "judge_win_rates",
+        "calibration_bins",
+    }
+    sources = {s["name"]: s for s in manifest["sources"].values()}
+    assert set(sources) == {"eval_examples", "eval_metrics", "judge_judgments", "judge_summary"}
+    assert sources["eval_examples"]["schema"] == "nova_eval"  # the DDL's database
+    assert manifest["metadata"]["adapter_type"] == "athena"
+
+
+def judge_rows(root: str) -> None:
+    """A small judge run (no model): the judge models need rows to be worth testing."""
+    run = build.RunInfo("judge_tiny", "j1", datetime.now(UTC), "judge", "llm_judge")
+    table = pa.table(
+        {
+            "row_index": [0, 1, 2],
+            "prompt": ["p0", "p1", "p2"],
+            "response_A": ["a", "a", "a"],
+            "response_B": ["b", "b", "b"],
+            "forward_preference": ["B", "A", "tie"],
+            "backward_preference": ["B", "B", "error"],
+        }
+    )
+    extra = {"baseline": "base", "challenger": "challenger", "judge_model": "judge"}
+    writer.write_run(
+        root, "judge_judgments", run.partition, [build.to_judge_judgments(table, run, extra)]
+    )
+    summary = build.judge_summary_table(
+        run, {"winrate": 0.7, "lower_rate": 0.4, "upper_rate": 0.9}, extra
+    )
+    writer.write_run(root, "judge_summary", run.partition, [summary])
+
+
+@pytest.mark.model
+def test_dbt_build_on_the_tables_of_a_real_evaluation(make_recipe, tmp_path, monkeypatch):
+    monkeypatch.delenv("NOVA_EVAL_TABLES_ROOT", raising=False)
+    monkeypatch.delenv("NOVA_EVAL_RUN_ID", raising=False)
+    lines = ticket_lines(4)
+    base = make_recipe(lines, name="base", inference={"max_new_tokens": 8})
+    challenger = make_recipe(
+        lines, name="challenger", inference={"max_new_tokens": 8, "top_logprobs": 0}
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    for loaded in (base, challenger):
+        outcome = run_evaluation(loaded, instance=instance, show_progress=False)
+        assert outcome.report is not None, outcome.message
+    root = outcome.report["paths"]["tables"]
+    assert root == str(tmp_path / "outputs" / "tables")
+
+    # rematerializing the tables of a run replaces its partition instead of duplicating it
+    again = materialize_tables(base, instance)
+    assert not again.message
+    judge_rows(root)
+    with duck.connection(root) as con:
+        counts = con.execute(
+            "SELECT eval_name, count(*), count(DISTINCT run_id) FROM eval_examples "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert counts == [("base", 4, 1), ("challenger", 4, 1)]
+        metric_rows = con.execute(
+            "SELECT count(*) FROM eval_metrics "
+            "WHERE eval_name = 'base' AND stratum = 'all' AND metric = 'em'"
+        ).fetchall()
+        assert metric_rows == [(1,)]
+    assert (Path(root) / "_ddl" / "all.sql").exists()
+
+    env = {"NOVA_EVAL_TABLES_ROOT": root, DUCKDB_PATH_ENV: str(tmp_path / "dbt.duckdb")}
+    done = dbt("build", "--target", "duckdb", tmp=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    statuses = {r["unique_id"]: r["status"] for r in results}
+    assert all(s in ("success", "pass") for s in statuses.values()), statuses
+    tests = [u for u in statuses if u.startswith("test.")]
+    assert any("unique_stg_eval_examples_example_key" in t for t in tests)
+    assert any("accepted_values" in t for t in tests)
+    assert len(tests) >= 30
+
+    con = duckdb.connect(str(tmp_path / "dbt.duckdb"), read_only=True)
+    try:
+        latest = con.execute(
+            "SELECT eval_name, metric FROM metrics_over_time "
+            "WHERE is_latest AND metric = 'rouge1' ORDER BY 1"
+        ).fetchall()
+        assert latest == [("base", "rouge1"), ("challenger", "rouge1")]
+        pairs = con.execute(
+            "SELECT base_eval, challenger_eval, count(*) FROM base_vs_challenger GROUP BY ALL"
+        ).fetchall()
+        assert pairs and pairs[0][:2] == ("base", "challenger")
+        strata = {
+            row[0]
+            for row in con.execute(
+                "SELECT DISTINCT stratum_field FROM metrics_by_stratum"
+            ).fetchall()
+        }
+        assert {"difficulty", "priority", "domain"} <= strata
+        bins = con.execute(
+            "SELECT eval_name, sum(num_examples) FROM calibration_bins GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert bins == [("base", 4), ("challenger", 4)]  # top_logprobs 0 keeps token logprobs
+        (win,) = con.execute(
+            "SELECT judgments, a_wins, b_wins, ties, inference_errors, b_win_rate, "
+            "bradley_terry_winrate FROM judge_win_rates"
+        ).fetchall()
+        assert win == (6, 1, 3, 1, 1, pytest.approx(3.5 / 5), 0.7)
+    finally:
+        con.close()
+
+    # the same build as Dagster runs it: the dbt models downstream of the tables
+    project = dbt_project()
+    monkeypatch.setenv(DUCKDB_PATH_ENV, str(tmp_path / "dagster.duckdb"))
+    result = dg.materialize(
+        [build_dbt_assets(project)], resources={"dbt": dbt_resource(project)}, instance=instance
+    )
+    assert result.success
+    keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"dbt/base_vs_challenger", "dbt/calibration_bins", "dbt/judge_win_rates"} <= keys
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks)
+
+    # and `nova-eval query` on the same tables
+    out = tmp_path / "examples.csv"
+    assert (
+        cli.main(["query", "SELECT eval_name, row_index FROM eval_examples", "-o", str(out)]) == 0
+    )
+    assert len(out.read_text().splitlines()) == 9
