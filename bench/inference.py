@@ -74,12 +74,24 @@ def load_prompts(rows: int) -> tuple[list[GenerationRequest], str]:
     return requests, source
 
 
-def timed(engine, requests, settings, batch_size) -> tuple[float, int, float]:
-    started = time.perf_counter()
+def timed(engine, requests, settings, batch_size) -> tuple[float, int, float, float]:
+    """tokens/s, generated tokens, wall seconds, CPU seconds of this process.
+
+    Generated tokens count every decode step's token: the completion tokens plus the
+    end-of-turn token of rows that stopped (it was computed, though not returned).
+    """
+    started, cpu = time.perf_counter(), time.process_time()
     outputs = engine.generate(requests, settings, batch_size=batch_size)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     tokens = sum(o.completion_tokens + (o.finish_reason == "stop") for o in outputs)
-    return tokens / seconds, tokens, seconds
+    return tokens / seconds, tokens, seconds, cpu
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "n/a"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{len(requests)} prompts from {source} (prompt tokens {min(prompt_lengths)}.."
         f"{max(prompt_lengths)}), max_new_tokens {args.max_new_tokens}, "
-        f"top_logprobs {args.top_logprobs}, repeats {args.repeats}"
+        f"top_logprobs {args.top_logprobs}, repeats {args.repeats}; "
+        f"load average {load_average()}"
     )
     engine.generate(requests[:2], SamplingSettings(max_new_tokens=4), batch_size=2)  # warm-up
 
@@ -124,11 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[int, list[float]] = {size: [] for size in sizes}
     for repeat in range(args.repeats):
         for size in sizes:
-            rate, tokens, seconds = timed(engine, requests, settings, size)
+            rate, tokens, seconds, cpu = timed(engine, requests, settings, size)
             rates[size].append(rate)
             print(
                 f"  repeat {repeat + 1} batch_size={size:<3d} {tokens} tokens in "
-                f"{seconds:6.1f} s = {rate:7.1f} tokens/s",
+                f"{seconds:6.1f} s = {rate:7.1f} tokens/s  (CPU {cpu:6.1f} s, "
+                f"load average {load_average()})",
                 flush=True,
             )
 

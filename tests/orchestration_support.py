@@ -66,7 +66,8 @@ def edit_recipe(loaded: LoadedRecipe, **sections: dict) -> LoadedRecipe:
 
 
 def location(recipes: list[LoadedRecipe]) -> dg.Definitions:
-    """The evaluation graphs and the orchestration of ``recipes`` (no tables or dbt)."""
+    """The evaluation graphs and the orchestration of ``recipes`` (no tables or dbt); every
+    run in one process (the runs the automation starts too), which keeps tests quick."""
     assets, checks = [], []
     for loaded in recipes:
         for definition in build_evaluation_assets(loaded):
@@ -79,6 +80,7 @@ def location(recipes: list[LoadedRecipe]) -> dg.Definitions:
         jobs=built.jobs,
         schedules=built.schedules,
         sensors=built.sensors,
+        executor=dg.in_process_executor,
     )
 
 

@@ -221,7 +221,7 @@ def test_judge_section_is_validated_with_located_errors():
     with pytest.raises(RecipeError, match=r"judge.backend = 'vertex' is not allowed"):
         parse_recipe(text, "x.yaml")
 
-    with pytest.raises(RecipeError, match="missing required key 'run.data_s3_path'"):
+    with pytest.raises(RecipeError, match=r"missing required key 'run\.data_s3_path'"):
         parse_recipe(yaml.safe_dump(judge_recipe_dict("j")), "x.yaml")
 
     gen_qa = judge_recipe_dict("g", {"order": "verdict_first"}, data="d.jsonl")
@@ -523,3 +523,46 @@ def test_cli_validates_the_joined_judge_recipe(capsys):
     assert cli_main(["validate", str(recipe)]) == 0
     out = capsys.readouterr().out
     assert "baseline (response_A)" in out and "support_tickets_no_system.yaml" in out
+
+
+def test_cli_runs_a_joined_judge_on_existing_outputs(workspace, judge_engine, monkeypatch, capsys):
+    judge_engine("content")
+    monkeypatch.setenv("DAGSTER_HOME", str(workspace.parent / "dagster_home"))
+    # an ephemeral instance: a real one captures compute logs, which fights capsys
+    instance = dg.DagsterInstance.ephemeral()
+    monkeypatch.setattr(dg.DagsterInstance, "get", staticmethod(lambda: instance))
+    baseline, challenger, judge = joined_setup(workspace)
+    write_examples(baseline, ["GOOD: reseat the cable", "short"])
+    write_examples(challenger, ["no", "GOOD: longer answer"])
+    assert cli_main(["run", str(judge.path), "--no-upstream", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Judge 'judge_pair': with_system (A) vs no_system (B)" in out
+    assert "| winrate | 0.5000 |" in out
+    assert "Leaderboard (Bradley-Terry, Elo scale):" in out and "with_system (anchor)" in out
+    assert "judgments.parquet" in out
+
+
+def test_run_judge_evaluation_reports_an_invalid_dataset_or_a_missing_upstream(
+    workspace, judge_engine
+):
+    from nova_eval_assets.assets.judge import run_judge_evaluation
+
+    judge_engine()
+    bad = dataset_judge(workspace, rows=[{"prompt": "x", "response_A": "a", "response_B": ""}])
+    outcome = run_judge_evaluation(
+        bad, [bad], instance=dg.DagsterInstance.ephemeral(), show_progress=False
+    )
+    assert outcome.report is None
+    assert "judge dataset is invalid" in outcome.message and "must not be empty" in outcome.message
+
+    _, _, judge = joined_setup(workspace)
+    recipes = [load_recipe(workspace / f"{n}.yaml") for n in ("with_system", "no_system")]
+    outcome = run_judge_evaluation(
+        judge,
+        [*recipes, judge],
+        instance=dg.DagsterInstance.ephemeral(),
+        show_progress=False,
+        run_upstream=False,
+    )
+    assert outcome.report is None
+    assert "materialize with_system/aggregated_report first" in outcome.message

@@ -350,3 +350,19 @@ def test_dataset_sensor_watches_an_s3_prefix(s3, make_recipe, tmp_path):  # noqa
     requests, _ = sensor_tick(defs, instance, cursor)
     assert [r.tags["nova_eval/dataset_change"] for r in requests] == ["changed"]
     assert load_recipe(loaded.path).resolve_data_path() == uri
+
+
+def test_the_code_location_carries_the_jobs_schedules_and_sensors(recipe):
+    from nova_eval_assets.definitions import build_definitions
+
+    repository = build_definitions([recipe()]).get_repository_def()
+    jobs = {job.name for job in repository.get_all_jobs()}
+    assert {"tiny__prepare", "tiny__replicas", "tiny__aggregate"} <= jobs
+    assert [s.name for s in repository.schedule_defs] == ["tiny__schedule"]
+    sensors = {s.name for s in repository.sensor_defs}
+    assert sensors == {"nova_eval_replicas", "nova_eval_reports", SENSOR_NAME}
+    graph = repository.asset_graph
+    inference = graph.get(dg.AssetKey(["tiny", "inference_outputs"]))
+    assert dg.AssetKey(["tiny", "model_checkpoint"]) in inference.parent_keys
+    assert inference.code_version == lineage.inference_code_version(recipe())
+    assert inference.automation_condition is not None

@@ -35,7 +35,8 @@ import yaml
 from nova_eval_assets import lineage
 from nova_eval_assets.recipe import LoadedRecipe
 
-TRIGGER_TAG = "nova_eval/trigger"  # schedule | dataset_sensor
+TRIGGER_TAG = "nova_eval/trigger"  # schedule | dataset_sensor | automation
+STAGE_TAG = "nova_eval/stage"  # prepare | replica | aggregate | judge: run queue limits key on it
 CLI_TAGS = {"launched_by": "nova-eval-cli"}
 RUN_TAGS_ENV = "NOVA_EVAL_RUN_TAGS_FILE"
 AUTOMATION_INTERVAL_ENV = "NOVA_EVAL_AUTOMATION_INTERVAL_S"
@@ -136,11 +137,20 @@ def _dependency_updated() -> dg.AutomationCondition:
     ).with_label("any_deps_updated")
 
 
-def replica_condition() -> dg.AutomationCondition:
+def replica_condition(loaded: LoadedRecipe) -> dg.AutomationCondition:
     """Eager: every replica partition runs once its upstream updated (a new prompts file, a
     newly observed checkpoint, or its inference output), when nothing upstream is missing or
-    in progress. Inference with unchanged lineage reuses its output (stages.run_inference)."""
-    return dg.AutomationCondition.eager().replace("any_deps_updated", _dependency_updated())
+    in progress. Inference with unchanged lineage reuses its output (stages.run_inference).
+    The checkpoint source counts as present even before its first observation (the prepare
+    job observes it; a UI run of the prompts alone does not)."""
+    unobserved_ok = dg.AssetSelection.assets(model_checkpoint_key(loaded))
+    return (
+        dg.AutomationCondition.in_latest_time_window()
+        & (dg.AutomationCondition.newly_missing() | _dependency_updated()).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing().ignore(unobserved_ok)
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("eager")
 
 
 class ReplicasFromOneRun(dg.AutomationCondition):
@@ -208,15 +218,25 @@ def entry_job_name(loaded: LoadedRecipe) -> str:
     return prepare_job_name(loaded) if is_gen_qa(loaded) else judge_job_name(loaded)
 
 
+def run_tags(kind: str, stage: str) -> dict[str, str]:
+    """The tags of a run of ``stage``: the deployment's (``kind``: replica | default) and
+    the stage, which the run queue's tag limits key on (deploy/*/dagster.yaml)."""
+    return {**deploy_run_tags(kind), STAGE_TAG: stage}
+
+
 def build_jobs(loaded: LoadedRecipe) -> list[dg.UnresolvedAssetJobDefinition]:
-    default_tags = {"recipe": loaded.name, **deploy_run_tags("default")}
+    """The entry, replica and aggregate jobs. Their steps run one after the other, so they run
+    in the run's own process (no process per step: a replica run imports torch once)."""
+    recipe_tag = {"recipe": loaded.name}
+    serial = dg.in_process_executor
     if not is_gen_qa(loaded):
         keys = [asset_key(loaded, "validated_dataset"), asset_key(loaded, "judge_results")]
         return [
             dg.define_asset_job(
                 judge_job_name(loaded),
                 selection=dg.AssetSelection.assets(*keys),
-                tags=default_tags,
+                tags={**recipe_tag, **run_tags("default", "judge")},
+                executor_def=serial,
                 description=f"The judge evaluation {loaded.name}: dataset, then judgments.",
             )
         ]
@@ -226,7 +246,8 @@ def build_jobs(loaded: LoadedRecipe) -> list[dg.UnresolvedAssetJobDefinition]:
         dg.define_asset_job(
             prepare_job_name(loaded),
             selection=dg.AssetSelection.assets(*prepare),
-            tags=default_tags,
+            tags={**recipe_tag, **run_tags("default", "prepare")},
+            executor_def=serial,
             description=(
                 "Observe the dataset file and model checkpoint, validate, build the prompts. "
                 "The replicas and the aggregate follow by declarative automation."
@@ -235,7 +256,8 @@ def build_jobs(loaded: LoadedRecipe) -> list[dg.UnresolvedAssetJobDefinition]:
         dg.define_asset_job(
             replicas_job_name(loaded),
             selection=dg.AssetSelection.assets(*(asset_key(loaded, s) for s in REPLICA_STAGES)),
-            tags={**default_tags, **deploy_run_tags("replica")},
+            tags={**recipe_tag, **run_tags("replica", "replica")},
+            executor_def=serial,
             description=(
                 "One replica partition: inference, then its metrics. Backfill chosen "
                 "partitions here; the aggregate follows when every replica is current."
@@ -244,7 +266,8 @@ def build_jobs(loaded: LoadedRecipe) -> list[dg.UnresolvedAssetJobDefinition]:
         dg.define_asset_job(
             aggregate_job_name(loaded),
             selection=dg.AssetSelection.assets(asset_key(loaded, "aggregated_report")),
-            tags=default_tags,
+            tags={**recipe_tag, **run_tags("default", "aggregate")},
+            executor_def=serial,
             description="The aggregate over every replica (refuses a mix of runs).",
         ),
     ]
@@ -306,15 +329,18 @@ def build_automation_sensors(recipes: list[LoadedRecipe]) -> list[dg.SensorDefin
         dg.AutomationConditionSensorDefinition(
             "nova_eval_replicas",
             target=replicas,
-            run_tags={**deploy_run_tags("replica"), TRIGGER_TAG: "automation"},
+            run_tags={**run_tags("replica", "replica"), TRIGGER_TAG: "automation"},
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=interval,
+            # one run per partition, straight into the run queue (a partition's inference and
+            # metrics share its run); no backfill daemon round trip
+            emit_backfills=False,
             description="Runs replica partitions whose upstream updated (eager).",
         ),
         dg.AutomationConditionSensorDefinition(
             "nova_eval_reports",
             target=reports,
-            run_tags={**deploy_run_tags("default"), TRIGGER_TAG: "automation"},
+            run_tags={**run_tags("default", "aggregate"), TRIGGER_TAG: "automation"},
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=interval,
             use_user_code_server=True,

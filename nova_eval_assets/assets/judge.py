@@ -296,7 +296,9 @@ def run_judge_evaluation(
             continue
         if show_progress:
             print(f"{role}: {other.name}")
-        done = run_evaluation(other, instance, show_progress=show_progress, quiet_logs=quiet_logs)
+        done = run_evaluation(
+            other, instance=instance, show_progress=show_progress, quiet_logs=quiet_logs
+        )
         outcome.run_ids += done.run_ids
         if done.report is None:
             outcome.message = f"{role} recipe {other.name} failed:\n{done.message}"
@@ -321,14 +323,13 @@ def run_judge_evaluation(
     name = loaded.name
     prepared = materialize([dg.AssetKey([name, "validated_dataset"])])
     validation_path = EvalLayout.for_recipe(loaded).validation_report
-    if storage.exists(validation_path):
-        validation = storage.read_json(validation_path)
-        if not validation["ok"] and validation["policy"] == "fail":
-            outcome.message = "The judge dataset is invalid (dataset.on_invalid: fail):\n"
-            outcome.message += validation["report"]
-            return outcome
     if not prepared.success:
-        outcome.message = _failure(prepared)
+        failed = [e.step_key or "" for e in prepared.all_events if e.is_step_failure]
+        if failed and all(key.endswith(VALIDATION_CHECK) for key in failed):
+            outcome.message = "The judge dataset is invalid (dataset.on_invalid: fail):\n"
+            outcome.message += storage.read_json(validation_path)["report"]
+        else:  # the join or the validation itself failed
+            outcome.message = _failure(prepared)
         return outcome
 
     total = 2 * storage.read_json(validation_path)["valid_rows"]

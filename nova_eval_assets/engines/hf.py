@@ -181,14 +181,15 @@ class HFEngine:
         block = _block_size(batch_size)
         total = len(requests)
         results: list[Generation | None] = [None] * total
-        all_ids = self.encode(requests)
         limit = self.max_context - settings.max_new_tokens
         done = 0
 
         for start in range(0, total, block):
             prepared = []
-            for i in range(start, min(total, start + block)):
-                request, ids = requests[i], all_ids[i]
+            stop = min(total, start + block)
+            block_ids = self.encode(requests[start:stop])
+            for i in range(start, stop):
+                request, ids = requests[i], block_ids[i - start]
                 if len(ids) > limit:
                     results[i] = _error(
                         request.row_index,
@@ -222,23 +223,23 @@ class HFEngine:
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
-            self._release_memory()
-            if len(batch) == 1:
-                item = batch[0]
-                logger.warning(
-                    "row %d does not fit in memory even alone: %s", item.row_index, error
-                )
-                return [_error(item.row_index, len(item.ids), f"out of memory: {error}")]
-            half = (len(batch) + 1) // 2
-            logger.warning(
-                "out of memory on a batch of %d rows; retrying as %d + %d",
-                len(batch),
-                half,
-                len(batch) - half,
-            )
-            return self._generate_with_retry(batch[:half], settings) + self._generate_with_retry(
-                batch[half:], settings
-            )
+            message = f"{type(error).__name__}: {error}"
+        # Retried outside the `except` block, so the failed attempt's traceback (and the
+        # tensors its frames hold) is released first.
+        self._release_memory()
+        if len(batch) == 1:
+            item = batch[0]
+            logger.warning("row %d does not fit in memory even alone: %s", item.row_index, message)
+            return [_error(item.row_index, len(item.ids), f"out of memory: {message}")]
+        half = (len(batch) + 1) // 2
+        logger.warning(
+            "out of memory on a batch of %d rows; retrying as %d + %d",
+            len(batch),
+            half,
+            len(batch) - half,
+        )
+        first = self._generate_with_retry(batch[:half], settings)
+        return first + self._generate_with_retry(batch[half:], settings)
 
     def _release_memory(self) -> None:
         gc.collect()
@@ -291,6 +292,8 @@ class HFEngine:
         active = list(range(size))  # rows of `batch` still decoding, in cache order
 
         with torch.inference_mode():
+            # A StaticCache (no per-step concatenation) measured no faster here: within
+            # +-5% CPU time at batch sizes 16 and 32 on 2 cores.
             cache = DynamicCache(config=self.model.config)
             out = self.model(
                 input_ids=input_ids,

@@ -380,15 +380,19 @@ def metadata_breakdown(
     fields = sorted({k for m in parsed for k, v in m.items() if isinstance(v, str | int | bool)})
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in fields:
-        values = [m.get(name) for m in parsed]
-        distinct = sorted({str(v) for v in values if v is not None})
-        if not distinct or len(distinct) > MAX_METADATA_VALUES:
+        values = np.array(
+            [str(m[name]) if m.get(name) is not None else "" for m in parsed], dtype=object
+        )
+        present = np.array([m.get(name) is not None for m in parsed], dtype=bool)
+        distinct, inverse = np.unique(values[present], return_inverse=True)
+        if not 0 < len(distinct) <= MAX_METADATA_VALUES:
             continue
+        f, b = forward[present], backward[present]
         out[name] = {}
-        for value in distinct:
-            mask = np.array([v is not None and str(v) == value for v in values])
-            stats = bt.judge_summary(forward[mask], backward[mask], rounds=rounds, seed=seed)
-            out[name][value] = {"prompts": int(mask.sum()), **stats}
+        for code, value in enumerate(distinct):
+            mask = inverse == code
+            stats = bt.judge_summary(f[mask], b[mask], rounds=rounds, seed=seed)
+            out[name][str(value)] = {"prompts": int(mask.sum()), **stats}
     return out
 
 

@@ -1,0 +1,10 @@
+"""The code location the Dagster server tests load: the recipes in $NOVA_EVAL_RECIPES_DIR
+with their evaluation graphs and orchestration (no tables or dbt, so runs start quickly)."""
+
+import os
+from pathlib import Path
+
+from nova_eval_assets.recipe import discover_recipes
+from tests.orchestration_support import location
+
+defs = location(discover_recipes(Path(os.environ["NOVA_EVAL_RECIPES_DIR"])))
