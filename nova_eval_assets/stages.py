@@ -217,7 +217,10 @@ def run_inference(
     recorded = lineage.inference_lineage(loaded, replica, lineage.prompts_hash(prompts), model_id)
     previous = lineage.read_lineage(path) if reuse else None
     if previous is not None and previous.get("data_version") == recorded["data_version"]:
-        return _inference_summary(storage.read_parquet(path), recorded, path, reused=True)
+        table = storage.read_parquet(path)
+        if on_batch is not None:
+            on_batch(table.num_rows, table.num_rows)
+        return _inference_summary(table, recorded, path, reused=True)
     engine = engine or load_engine(loaded)
     # Shards start on the engine's batching blocks, so the replica count never changes
     # which rows are batched together (and so never changes the results).

@@ -39,6 +39,9 @@ CPU_DEFAULT_BATCH_SIZE = 16
 #: On an accelerator the model is tiny next to the memory; bigger batches only help.
 CUDA_DEFAULT_BATCH_SIZE = 64
 
+#: A shared prompt head shorter than this is not worth a separate forward pass.
+MIN_SHARED_PREFIX = 16
+
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
 
 
@@ -83,6 +86,7 @@ class HFEngine:
         default_batch_size: int | None = None,
         attn_implementation: str | None = None,
         max_context: int | None = None,
+        share_prefix: bool = True,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,6 +120,7 @@ class HFEngine:
                 CUDA_DEFAULT_BATCH_SIZE if self.device.type == "cuda" else CPU_DEFAULT_BATCH_SIZE
             )
         self.default_batch_size = int(default_batch_size)
+        self.share_prefix = share_prefix
         self._pieces: dict[int, str] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -241,6 +246,17 @@ class HFEngine:
         first = self._generate_with_retry(batch[:half], settings)
         return first + self._generate_with_retry(batch[half:], settings)
 
+    def _shared_prefix(self, batch: list[_Prepared]) -> int:
+        """Length of the token prefix all rows of a batch share, if worth computing once."""
+        if not self.share_prefix or len(batch) < 2:
+            return 0
+        first = batch[0].ids
+        limit = min(len(p.ids) for p in batch) - 1  # every row keeps at least one own token
+        length = 0
+        while length < limit and all(p.ids[length] == first[length] for p in batch[1:]):
+            length += 1
+        return length if length >= MIN_SHARED_PREFIX else 0
+
     def _release_memory(self) -> None:
         gc.collect()
         if self.device.type == "cuda":
@@ -265,13 +281,16 @@ class HFEngine:
 
         device = self.device
         size = len(batch)
-        width = max(len(p.ids) for p in batch)
+        shared = self._shared_prefix(batch)
+        tails = [p.ids[shared:] for p in batch]
+        width = max(len(t) for t in tails)
         input_ids = torch.full((size, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((size, width), dtype=torch.long)
-        for r, p in enumerate(batch):
-            input_ids[r, width - len(p.ids) :] = torch.tensor(p.ids, dtype=torch.long)
-            mask[r, width - len(p.ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        tail_mask = torch.zeros((size, width), dtype=torch.long)
+        for r, tail in enumerate(tails):
+            input_ids[r, width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+            tail_mask[r, width - len(tail) :] = 1
+        positions = shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([torch.ones((size, shared), dtype=torch.long), tail_mask], dim=1)
         input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
         next_position = positions[:, -1:] + 1
 
@@ -295,6 +314,19 @@ class HFEngine:
             # A StaticCache (no per-step concatenation) measured no faster here: within
             # +-5% CPU time at batch sizes 16 and 32 on 2 cores.
             cache = DynamicCache(config=self.model.config)
+            if shared:
+                # The prompt head that every row of the batch shares (typically the chat
+                # template's system turn) is computed once and its KV cache copied to every
+                # row; the rows' own tails follow it, left-padded, so each row's cache reads
+                # [shared head][padding][own tail] with the padding masked out.
+                self.model(
+                    input_ids=torch.tensor([batch[0].ids[:shared]], device=device),
+                    position_ids=torch.arange(shared, device=device)[None],
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache.batch_repeat_interleave(size)
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=mask,

@@ -69,7 +69,8 @@ def coverage_markdown(coverage: dict[str, Any]) -> str:
     )
     if not coverage["unscored_rows"]:
         return text + " (every row).\n"
-    text += f" {coverage['unscored_rows']} rows are not scored.\n\n"
+    unscored = coverage["unscored_rows"]
+    text += f" {unscored} {'row is' if unscored == 1 else 'rows are'} not scored.\n\n"
     text += "".join(
         f"- {r['rows']} x {r['stage']}: {r['reason']}\n" for r in coverage["failure_reasons"]
     )
