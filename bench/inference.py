@@ -2,6 +2,7 @@
 
     python bench/inference.py [--rows N] [--max-new-tokens M] [--repeats R]
                               [--batch-size B] [--sweep 8,16,32] [--top-logprobs K]
+                              [--threads T]
 
 Prompts are the first N rows of recipes/data/support_tickets.jsonl (query + system)
 when it exists, else a small built-in list of realistic prompts. Each repeat runs the
@@ -104,9 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", default="", help="comma-separated batch sizes to time too")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--attn", default=None, help="attn_implementation (sdpa, eager)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+    )
     args = parser.parse_args(argv)
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     options = {"attn_implementation": args.attn} if args.attn else {}
     started = time.perf_counter()

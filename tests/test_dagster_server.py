@@ -68,7 +68,8 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, server=None
         if value:
             return value
         time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    log = f"\n{server.log()}" if server is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{log}")
 
 
 class Server:
@@ -183,9 +184,17 @@ def runs(instance: dg.DagsterInstance, **tags: str) -> list[dg.DagsterRun]:
     return list(instance.get_runs(filters=dg.RunsFilter(tags=tags)))
 
 
-def finished(found: list[dg.DagsterRun], count: int) -> list[dg.DagsterRun] | None:
+def failure_of(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    events = instance.all_logs(run.run_id)
+    errors = [e.dagster_event for e in events if e.dagster_event and e.dagster_event.is_failure]
+    return "\n".join(str(e.event_specific_data)[:2000] for e in errors) or "no failure event"
+
+
+def finished(
+    instance: dg.DagsterInstance, found: list[dg.DagsterRun], count: int
+) -> list[dg.DagsterRun] | None:
     failed = [r for r in found if r.status == dg.DagsterRunStatus.FAILURE]
-    assert not failed, f"runs failed: {[(r.run_id, r.tags) for r in failed]}"
+    assert not failed, "\n".join(f"{r.run_id} {r.tags}: {failure_of(instance, r)}" for r in failed)
     done = [r for r in found if r.status == dg.DagsterRunStatus.SUCCESS]
     return done if len(done) >= count else None
 
@@ -234,7 +243,7 @@ def test_ui_launch_then_daemon_runs_replicas_in_parallel_and_a_cli_backfill_reag
         # the automation: every replica partition, each its own run, then the aggregate
         replica_runs = wait_for(
             "the replica runs",
-            lambda: finished(runs(instance, **{"nova_eval/stage": "replica"}), REPLICAS),
+            lambda: finished(instance, runs(instance, **{"nova_eval/stage": "replica"}), REPLICAS),
             300,
             server,
         )
@@ -247,7 +256,7 @@ def test_ui_launch_then_daemon_runs_replicas_in_parallel_and_a_cli_backfill_reag
         assert overlapping >= 2, f"the replica runs did not run in parallel: {spans}"
         wait_for(
             "the aggregate",
-            lambda: finished(runs(instance, **{"nova_eval/stage": "aggregate"}), 1),
+            lambda: finished(instance, runs(instance, **{"nova_eval/stage": "aggregate"}), 1),
             180,
             server,
         )
@@ -275,13 +284,13 @@ def test_ui_launch_then_daemon_runs_replicas_in_parallel_and_a_cli_backfill_reag
             return [r for r in replicas if "nova_eval/trigger" not in r.tags]
 
         backfill_runs = wait_for(
-            "the backfill's runs", lambda: finished(from_the_cli(), REPLICAS), 300, server
+            "the backfill's runs", lambda: finished(instance, from_the_cli(), REPLICAS), 300, server
         )
         assert all("dagster/backfill" in r.tags for r in backfill_runs)
         assert sorted(r.tags["dagster/partition"] for r in backfill_runs) == ["0", "1", "2", "3"]
         wait_for(
             "the aggregate after the backfill",
-            lambda: finished(runs(instance, **{"nova_eval/stage": "aggregate"}), 2),
+            lambda: finished(instance, runs(instance, **{"nova_eval/stage": "aggregate"}), 2),
             180,
             server,
         )

@@ -14,6 +14,7 @@ import pytest
 
 from nova_eval_assets.engines import (
     BUNDLED_MODELS,
+    Engine,
     GenerationRequest,
     ModelResolutionError,
     SamplingSettings,
@@ -21,6 +22,7 @@ from nova_eval_assets.engines import (
     create_engine,
     resolve_model,
 )
+from nova_eval_assets.engines import hf as hf_module
 from nova_eval_assets.engines import models as models_module
 from nova_eval_assets.engines.hf import HFEngine, is_out_of_memory, row_seed
 
@@ -82,7 +84,8 @@ pytestmark = pytest.mark.model
 # ----------------------------------------------------------------------------- log probabilities
 
 
-def test_outputs_in_request_order_with_counts(greedy_batched):
+def test_outputs_in_request_order_with_counts(engine, greedy_batched):
+    assert isinstance(engine, Engine) and engine.name == "hf"
     assert [g.row_index for g in greedy_batched] == list(range(len(PROMPTS)))
     for g in greedy_batched:
         assert g.finish_reason in ("stop", "length")
@@ -181,6 +184,27 @@ def test_shard_on_block_boundary_reproduces_the_full_run(engine):
     assert [(g.row_index, g.text, [t.logprob for t in g.tokens]) for g in full[8:]] == [
         (g.row_index, g.text, [t.logprob for t in g.tokens]) for g in shard
     ]
+
+
+def test_shared_prompt_head_is_computed_once_without_changing_outputs(engine, monkeypatch):
+    requests = [r for r in requests_for() if r.system == SYSTEM]
+    settings = SamplingSettings(max_new_tokens=12, top_logprobs=2)
+    prepared = [
+        hf_module._Prepared(i, r.row_index, ids)
+        for i, (r, ids) in enumerate(zip(requests, engine.encode(requests), strict=True))
+    ]
+    # the system turn plus "<|im_start|>user\n"
+    assert engine._shared_prefix(prepared) >= hf_module.MIN_SHARED_PREFIX
+    shared = engine.generate(requests, settings, batch_size=4)
+    monkeypatch.setattr(engine, "share_prefix", False)
+    plain = engine.generate(requests, settings, batch_size=4)
+    assert [ids_of(g) for g in shared] == [ids_of(g) for g in plain]
+    worst = max(
+        abs(x.logprob - y.logprob)
+        for a, b in zip(shared, plain, strict=True)
+        for x, y in zip(a.tokens, b.tokens, strict=True)
+    )
+    assert worst < 1e-3, worst
 
 
 def test_on_batch_progress(engine):

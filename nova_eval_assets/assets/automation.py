@@ -181,12 +181,46 @@ class ReplicasFromOneRun(dg.AutomationCondition):
         )
 
 
+class DependencyUpdatedSinceLastRun(dg.AutomationCondition):
+    """True when a partition of a dependency was materialized after this asset's latest run
+    was created (its latest planned materialization), or when it never ran. Stateless: it
+    compares event storage ids, so a replica update that lands in the same tick as the
+    aggregate's own completion is not lost, and a failed aggregate is not retried until a
+    replica updates again."""
+
+    @property
+    def name(self) -> str:
+        return "dependency_updated_since_last_run"
+
+    @property
+    def description(self) -> str:
+        return "a dependency was materialized after this asset's latest run was created"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        candidates = context.candidate_subset
+        if candidates.is_empty:
+            return dg.AutomationResult(context=context, true_subset=candidates)
+        instance = context.asset_graph_view.instance
+        planned = instance.get_latest_planned_materialization_info(context.key)
+        after = planned.storage_id if planned is not None else None
+        updated = any(
+            instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=parent, after_storage_id=after), limit=1
+            ).records
+            for parent in sorted(context.asset_graph.get(context.key).parent_keys)
+        )
+        return dg.AutomationResult(
+            context=context, true_subset=candidates if updated else context.get_empty_subset()
+        )
+
+
 def aggregate_condition(loaded: LoadedRecipe) -> dg.AutomationCondition:
     """The aggregate runs when some replica updated since it last ran, every replica is
     materialized, none is queued, running or part of a running backfill, and all come from
-    one run. Needs a sensor on the user code server (the custom condition reads files)."""
+    one run. Needs a sensor on the user code server (the custom conditions read the event
+    log and the replicas' files)."""
     return (
-        _dependency_updated().since_last_handled()
+        DependencyUpdatedSinceLastRun()
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()

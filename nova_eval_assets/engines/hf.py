@@ -12,6 +12,17 @@ Batching (see `base.block_size`): requests are grouped into blocks of
 length (ties by position) and cut into batches of `batch_size`, padded on the
 left.  A row's batch therefore depends only on its block, and shards that start
 on block boundaries reproduce an unsharded run.
+
+Shared prompt head: when every row of a batch starts with the same tokens (the
+chat template's system turn: all rows of a gen_qa dataset usually share their
+`system` text), that head is run once and its KV cache copied to every row, so a
+batch's prefill costs one head plus each row's own tail.
+
+Numerics: left padding and a shared head change the shapes of the matrix products
+a row goes through, so its log probabilities differ from a one-at-a-time run in
+the last float bits (measured up to ~3e-5 in float32 on CPU); greedy token choices
+were identical in every comparison we ran (see BENCHMARKS.md).  Identical batches
+give bit-identical results, which is what replica invariance relies on.
 """
 
 from __future__ import annotations
