@@ -18,7 +18,8 @@ re-aggregates after a backfill of chosen replica partitions, and holds back whil
 backfill is still running or when the replicas are a mix of stale and fresh ones.
 
 Runs started by ``nova-eval run`` (tag ``launched_by: nova-eval-cli``) drive their own
-sequence in process; they do not trigger the automation.
+sequence in process, ending with their own aggregate; they do not trigger the replica
+automation.
 """
 
 from __future__ import annotations
