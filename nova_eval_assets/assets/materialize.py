@@ -20,7 +20,6 @@ from nova_eval_assets.assets.tables import materialize_tables
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
 
-
 # The progress bar tells the story on the terminal; the full event log is in the instance.
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
