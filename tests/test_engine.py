@@ -232,6 +232,48 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(engine):
         assert all(t.logprob <= 0 for t in g.tokens)
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        # hot enough that a row's top-p candidate set often outgrows 256 tokens, so the
+        # batched run takes wider candidate sets than a row alone would
+        SamplingSettings(max_new_tokens=12, temperature=1.2, top_p=0.95, seed=3),
+        SamplingSettings(max_new_tokens=12, temperature=1.0, top_k=20, seed=3),
+    ],
+    ids=["top_p", "top_k"],
+)
+def test_sampled_batched_equals_one_at_a_time(engine, settings):
+    """Each row samples with its own generator, so its draws do not depend on its batch."""
+    requests = requests_for()[:4]
+    batched = engine.generate(requests, settings, batch_size=4)
+    single = engine.generate(requests, settings, batch_size=1)
+    assert [ids_of(g) for g in batched] == [ids_of(g) for g in single]
+
+
+def test_sampler_distribution():
+    from nova_eval_assets.engines.hf import _sample
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    rows = 4000
+    logits = probs.log().repeat(rows, 1)
+    generators = [torch.Generator().manual_seed(i) for i in range(rows)]
+
+    def frequencies(**options):
+        settings = SamplingSettings(temperature=1.0, **options)
+        picks = _sample(logits, settings, generators)
+        return (torch.bincount(picks, minlength=4).float() / rows).tolist()
+
+    expected = {
+        (): [0.5, 0.3, 0.15, 0.05],
+        (("top_p", 0.8),): [0.625, 0.375, 0.0, 0.0],  # 0.5 + 0.3 reach 0.8: the rest go
+        (("top_k", 3),): [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0],
+        (("top_k", 3), ("top_p", 0.6)): [0.5 / 0.8, 0.3 / 0.8, 0.0, 0.0],
+    }
+    for options, want in expected.items():
+        got = frequencies(**dict(options))
+        assert got == pytest.approx(want, abs=0.03), (options, got)
+
+
 def test_row_seed_depends_on_seed_and_row():
     assert row_seed(1, 0) == row_seed(1, 0)
     assert len({row_seed(1, 0), row_seed(1, 1), row_seed(2, 0)}) == 3

@@ -51,7 +51,7 @@ __all__ = [
 
 def create_engine(engine: str, model_name_or_path: str, **options: Any) -> Engine:
     """Build an engine by name. `options` go to the engine's constructor (for "hf":
-    device, dtype, default_batch_size, attn_implementation, max_context)."""
+    device, dtype, default_batch_size, attn_implementation, max_context, share_prefix)."""
     target = ENGINES.get(engine)
     if target is None:
         allowed = ", ".join(repr(name) for name in sorted(ENGINES))

@@ -439,22 +439,27 @@ def _sample(logits, settings: SamplingSettings, generators) -> object:
         picks = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
         return picks.clamp_(max=vocab - 1)[:, 0]
 
-    width = top_k if settings.top_p >= 1.0 else min(top_k, 256)
-    while True:
-        values, indices = torch.topk(probs, width, dim=-1)  # sorted, descending
-        if settings.top_p >= 1.0 or width == top_k:
-            break
-        mass = values.sum(dim=-1)
-        if bool((mass >= settings.top_p).all()):
-            break
-        width = min(top_k, width * 4)
-    # top-k renormalizes first; top-p then keeps the smallest head reaching top_p
-    values = values / values.sum(dim=-1, keepdim=True)
+    if top_k < vocab:
+        # top-k: exactly the k most likely tokens, renormalized; top-p then cuts that set
+        values, indices = torch.topk(probs, top_k, dim=-1)  # sorted, descending
+        values = values / values.sum(dim=-1, keepdim=True)
+    else:
+        # top-p alone: grow the candidate set until it holds every row's nucleus. The
+        # probabilities are the full softmax, so the nucleus (and the pick) does not
+        # depend on how many candidates were taken, and so not on the batch-mates.
+        width = min(vocab, 256)
+        while True:
+            values, indices = torch.topk(probs, width, dim=-1)
+            if width == vocab or bool((values.sum(dim=-1) >= settings.top_p).all()):
+                break
+            width = min(vocab, width * 4)
     if settings.top_p < 1.0:
+        # drop a token when the tokens ranked above it already reach top_p (the first stays)
         before = values.cumsum(dim=-1) - values
         values = values.masked_fill(before >= settings.top_p, 0.0)
     cdf = values.double().cumsum(dim=-1)
-    slot = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True).clamp_(max=width - 1)
+    slot = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
+    slot = slot.clamp_(max=values.shape[-1] - 1)
     return indices.gather(1, slot)[:, 0]
 
 
