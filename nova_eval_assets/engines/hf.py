@@ -46,7 +46,7 @@ from .models import ResolvedModel, ensure_chat_template, load_dir, resolve_model
 logger = logging.getLogger(__name__)
 
 #: Fastest batch size measured on 2 CPU cores (bench/inference.py, BENCHMARKS.md).
-CPU_DEFAULT_BATCH_SIZE = 16
+CPU_DEFAULT_BATCH_SIZE = 32
 #: On an accelerator the model is tiny next to the memory; bigger batches only help.
 CUDA_DEFAULT_BATCH_SIZE = 64
 
