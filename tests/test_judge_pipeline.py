@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pyarrow as pa
 import pytest
 import yaml
@@ -540,6 +541,27 @@ def test_cli_runs_a_joined_judge_on_existing_outputs(workspace, judge_engine, mo
     assert "| winrate | 0.5000 |" in out
     assert "Leaderboard (Bradley-Terry, Elo scale):" in out and "with_system (anchor)" in out
     assert "judgments.parquet" in out
+
+    # the run is in the tables too: two passes per prompt, and the summary row
+    tables = workspace.parent / "outputs" / "tables"
+    assert str(tables) in out
+    with duckdb.connect() as con:
+        judgments = con.execute(
+            f"select eval_name, row_index, pass, outcome from read_parquet("
+            f"'{tables}/judge_judgments/**/*.parquet', hive_partitioning = true) order by 2, 3"
+        ).fetchall()
+        summary = con.execute(
+            f"select eval_name, a_scores, b_scores, num_judgments, winrate from read_parquet("
+            f"'{tables}/judge_summary/**/*.parquet', hive_partitioning = true)"
+        ).fetchall()
+    # the content judge prefers the GOOD answer: A on row 0, B on row 1, in both passes
+    assert judgments == [
+        ("judge_pair", 0, "backward", "A"),
+        ("judge_pair", 0, "forward", "A"),
+        ("judge_pair", 1, "backward", "B"),
+        ("judge_pair", 1, "forward", "B"),
+    ]
+    assert summary == [("judge_pair", 2.0, 2.0, 4, pytest.approx(0.5))]
 
 
 def test_run_judge_evaluation_reports_an_invalid_dataset_or_a_missing_upstream(

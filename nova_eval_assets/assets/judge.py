@@ -287,6 +287,7 @@ def run_judge_evaluation(
         _failure,
         run_evaluation,
     )
+    from nova_eval_assets.assets.tables import materialize_tables
 
     instance = instance or dg.DagsterInstance.get()
     outcome = EvaluationRun(report=None)
@@ -346,7 +347,19 @@ def run_judge_evaluation(
     if not result.success:
         outcome.message = _failure(result)
         return outcome
+    # the judgments and the summary into the Athena-ready tables, as for gen_qa runs
+    tables = materialize_tables(
+        loaded,
+        instance,
+        run_config=QUIET_CONSOLE if quiet_logs else None,
+        tags={"recipe": name, "launched_by": "nova-eval-cli"},
+    )
+    outcome.run_ids += tables.run_ids
+    if tables.message:
+        outcome.message = tables.message
+        return outcome
     outcome.report = pipeline.read_latest_report(loaded)
+    outcome.report["paths"]["tables"] = tables.root
     board = materialize([LEADERBOARD_KEY])
     if board.success:
         outcome.report["leaderboard"] = pipeline.read_leaderboard(recipes)
