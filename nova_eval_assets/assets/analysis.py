@@ -12,8 +12,9 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from nova_eval_assets import lineage
 from nova_eval_assets.analysis.pipeline import run_analysis, run_comparison
-from nova_eval_assets.assets.evaluation import _version
+from nova_eval_assets.assets.in_process import failure_message
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe, RecipeError
 from nova_eval_assets.report.analysis_markdown import (
@@ -88,7 +89,7 @@ def _analysis_asset(loaded: LoadedRecipe, tags: dict[str, str]) -> dg.AssetsDefi
         key=dg.AssetKey([name, "analysis_report"]),
         deps=[report_key],
         group_name=name,
-        code_version=_version(settings, getattr(loaded.recipe, "classification", None)),
+        code_version=lineage.digest(settings, getattr(loaded.recipe, "classification", None)),
         description=(
             "Confidence from token log probabilities, calibration, metrics by metadata "
             "stratum and failure analysis; an HTML report next to the results."
@@ -138,7 +139,7 @@ def _comparison_asset(
             dg.AssetKey([baseline.name, "aggregated_report"]),
         ],
         group_name=name,
-        code_version=_version(loaded.recipe.analysis, baseline.name),
+        code_version=lineage.digest(loaded.recipe.analysis, baseline.name),
         description=(
             f"Paired comparison of {name} against {baseline.name} on the same dataset: "
             "bootstrap intervals and McNemar tests per metric, overall and by stratum."
@@ -192,13 +193,7 @@ def materialize_analysis(
     )
     outcome = AnalysisRun(run_ids=[result.run_id])
     if not result.success:
-        for event in result.all_events:
-            failure = event.step_failure_data if event.is_step_failure else None
-            if failure and failure.error:
-                outcome.message = f"{event.step_key} failed:\n{failure.error.to_string()}"
-                break
-        else:
-            outcome.message = f"run {result.run_id} failed"
+        outcome.message = failure_message(result)
         return outcome
     outcome.report = EvalLayout.for_recipe(loaded).analysis("report.html")
     return outcome

@@ -7,36 +7,28 @@ Keys are prefixed and grouped by the recipe's ``run.name``. The recipe file is t
 configuration, so materializing from the UI needs no launch config.
 """
 
-import hashlib
-import json
 import time
 from typing import Any
 
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from nova_eval_assets import lineage, progress, stages, storage
+from nova_eval_assets import lineage, progress, stages
 from nova_eval_assets.assets.automation import (
     aggregate_condition,
     dataset_file_key,
     model_checkpoint_key,
     replica_condition,
 )
+from nova_eval_assets.assets.validation import build_validation_check, validation_metadata
 from nova_eval_assets.byom.pipeline import processor_fingerprint
 from nova_eval_assets.recipe import LoadedRecipe
 
-VALIDATION_CHECK = "dataset_is_valid"
 RECOMPUTE_TAG = "nova_eval/recompute"  # "true": regenerate even when the lineage is unchanged
 
 
 def replica_partitions(replicas: int) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition([str(i) for i in range(replicas)])
-
-
-def _version(*parts: Any) -> str:
-    """A code version from what changes a stage's results."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _md_table(rows: list[dict[str, Any]]) -> str:
@@ -76,7 +68,7 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
         key=key("validated_dataset"),
         deps=[dataset_file_key(loaded)],  # observable source (assets/automation.py)
         group_name=name,
-        code_version=_version(recipe.dataset, recipe.run.data_s3_path, recipe.run.limit),
+        code_version=lineage.digest(recipe.dataset, recipe.run.data_s3_path, recipe.run.limit),
         description=f"Rows of {recipe.run.data_s3_path} that pass gen_qa validation.",
         kinds={"python", "parquet"},
         tags=tags,
@@ -87,45 +79,20 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
             context.log.warning(outcome.report())
         return dg.MaterializeResult(
             data_version=dg.DataVersion(lineage.table_sha256(outcome.table)),
-            metadata={
-                "valid_rows": summary["valid_rows"],
-                "rejected_rows": summary["rejected_rows"],
-                "lines_read": summary["lines_read"],
-                "policy": summary["policy"],
-                "dataset": dg.MetadataValue.path(summary["source"]),
-                "dataset_sha256": summary["dataset_sha256"],
-                "rejected_rows_file": dg.MetadataValue.path(summary["rejected_path"]),
-            },
+            metadata=validation_metadata(summary),
         )
 
-    @dg.asset_check(
-        asset=validated_dataset,
-        name=VALIDATION_CHECK,
-        blocking=True,
-        description="Every dataset line is valid, or rejected rows are allowed by the recipe.",
+    dataset_is_valid = build_validation_check(
+        loaded,
+        validated_dataset,
+        "Every dataset line is valid, or rejected rows are allowed by the recipe.",
     )
-    def dataset_is_valid() -> dg.AssetCheckResult:
-        layout = stages.EvalLayout.for_recipe(loaded)
-        summary = storage.read_json(layout.validation_report)
-        strict = summary["policy"] == "fail"
-        return dg.AssetCheckResult(
-            passed=bool(summary["ok"]),
-            severity=dg.AssetCheckSeverity.ERROR if strict else dg.AssetCheckSeverity.WARN,
-            description=None if summary["ok"] else summary["report"],
-            metadata={
-                "problem_count": summary["problem_count"],
-                "rejected_rows": summary["rejected_rows"],
-                "first_problems": dg.MetadataValue.md(
-                    "\n".join(f"- {p}" for p in summary["problems"]) or "none"
-                ),
-            },
-        )
 
     @dg.asset(
         key=key("preprocessed_prompts"),
         deps=[validated_dataset],
         group_name=name,
-        code_version=_version(recipe.processor, processor_fingerprint(loaded)),
+        code_version=lineage.digest(recipe.processor, processor_fingerprint(loaded)),
         description="The system prompt, prompt and gold that inference sees, per row.",
         kinds={"python", "parquet"},
         tags=tags,
@@ -190,7 +157,7 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
             },
         )
 
-    metrics_version = _version(
+    metrics_version = lineage.digest(
         recipe.processor,
         recipe.evaluation,
         recipe.classification,
@@ -221,7 +188,7 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
             },
         )
 
-    report_version = _version(recipe.evaluation, recipe.processor, recipe.classification)
+    report_version = lineage.digest(recipe.evaluation, recipe.processor, recipe.classification)
 
     @dg.asset(
         key=key("aggregated_report"),

@@ -9,8 +9,6 @@ Thin wiring around :mod:`nova_eval_assets.judge.pipeline`. Keys are prefixed and
 by the recipe's ``run.name``; the leaderboard is in its own group.
 """
 
-import hashlib
-import json
 import math
 import time
 from typing import Any
@@ -18,26 +16,27 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from nova_eval_assets import progress, storage
+from nova_eval_assets import lineage, progress, storage
+from nova_eval_assets.assets.validation import (
+    VALIDATION_CHECK,
+    build_validation_check,
+    validation_metadata,
+)
 from nova_eval_assets.judge import pipeline
 from nova_eval_assets.judge.prompts import render
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
 
-VALIDATION_CHECK = "dataset_is_valid"
 PARSE_CHECK = "judge_verdicts_parse"
 #: judge_verdicts_parse warns when more than this share of judgments has no verdict.
 MAX_INFERENCE_ERROR_SHARE = 0.2
 LEADERBOARD_KEY = dg.AssetKey(["judge_leaderboard"])
 
 
-def _version(*parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 #: Changes whenever the judge prompt text changes (it is part of judge_results' version).
-PROMPT_VERSION = _version(render("p", "a", "b", "s"), render("p", "a", "b", order="verdict_first"))
+PROMPT_VERSION = lineage.digest(
+    render("p", "a", "b", "s"), render("p", "a", "b", order="verdict_first")
+)
 
 
 def _scalar_metadata(values: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +95,7 @@ def build_judge_assets(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> lis
         key=key("validated_dataset"),
         deps=deps,
         group_name=name,
-        code_version=_version(
+        code_version=lineage.digest(
             recipe.dataset, recipe.run.data_s3_path, recipe.run.limit, sorted(upstream)
         ),
         description=f"Judge rows (prompt, response_A, response_B) from {source}.",
@@ -107,46 +106,22 @@ def build_judge_assets(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> lis
         outcome, summary = pipeline.prepare_dataset(loaded, recipes)
         if outcome.problems:
             context.log.warning(outcome.report())
-        metadata: dict[str, Any] = {
-            "valid_rows": summary["valid_rows"],
-            "rejected_rows": summary["rejected_rows"],
-            "lines_read": summary["lines_read"],
-            "policy": summary["policy"],
-            "dataset": dg.MetadataValue.path(summary["source"]),
-            "dataset_sha256": summary["dataset_sha256"],
-            "rejected_rows_file": dg.MetadataValue.path(summary["rejected_path"]),
-        }
+        metadata = validation_metadata(summary)
         if "join" in summary:
             metadata["join"] = dg.MetadataValue.json(summary["join"])
         return dg.MaterializeResult(metadata=metadata)
 
-    @dg.asset_check(
-        asset=validated_dataset,
-        name=VALIDATION_CHECK,
-        blocking=True,
-        description="Every judge row is valid, or rejected rows are allowed by the recipe.",
+    dataset_is_valid = build_validation_check(
+        loaded,
+        validated_dataset,
+        "Every judge row is valid, or rejected rows are allowed by the recipe.",
     )
-    def dataset_is_valid() -> dg.AssetCheckResult:
-        summary = storage.read_json(EvalLayout.for_recipe(loaded).validation_report)
-        strict = summary["policy"] == "fail"
-        return dg.AssetCheckResult(
-            passed=bool(summary["ok"]),
-            severity=dg.AssetCheckSeverity.ERROR if strict else dg.AssetCheckSeverity.WARN,
-            description=None if summary["ok"] else summary["report"],
-            metadata={
-                "problem_count": summary["problem_count"],
-                "rejected_rows": summary["rejected_rows"],
-                "first_problems": dg.MetadataValue.md(
-                    "\n".join(f"- {p}" for p in summary["problems"]) or "none"
-                ),
-            },
-        )
 
     @dg.asset(
         key=key("judge_results"),
         deps=[validated_dataset],
         group_name=name,
-        code_version=_version(
+        code_version=lineage.digest(
             pipeline.judge_model(loaded), recipe.inference, config, PROMPT_VERSION
         ),
         description=(
@@ -281,13 +256,8 @@ def run_judge_evaluation(
     from tqdm import tqdm
 
     from nova_eval_assets.assets.evaluation import build_evaluation_assets
-    from nova_eval_assets.assets.materialize import (
-        QUIET_CONSOLE,
-        EvaluationRun,
-        _failure,
-        run_evaluation,
-    )
-    from nova_eval_assets.assets.tables import materialize_tables
+    from nova_eval_assets.assets.in_process import QUIET_CONSOLE, cli_tags, failure_message
+    from nova_eval_assets.assets.materialize import EvaluationRun, run_evaluation, write_tables
 
     instance = instance or dg.DagsterInstance.get()
     outcome = EvaluationRun(report=None)
@@ -316,7 +286,7 @@ def run_judge_evaluation(
             selection=dg.AssetSelection.assets(*keys),
             raise_on_error=False,
             run_config=QUIET_CONSOLE if quiet_logs else None,
-            tags={"recipe": loaded.name, "launched_by": "nova-eval-cli"},
+            tags=cli_tags(loaded.name),
         )
         outcome.run_ids.append(result.run_id)
         return result
@@ -330,7 +300,7 @@ def run_judge_evaluation(
             outcome.message = "The judge dataset is invalid (dataset.on_invalid: fail):\n"
             outcome.message += storage.read_json(validation_path)["report"]
         else:  # the join or the validation itself failed
-            outcome.message = _failure(prepared)
+            outcome.message = failure_message(prepared)
         return outcome
 
     total = 2 * storage.read_json(validation_path)["valid_rows"]
@@ -345,21 +315,13 @@ def run_judge_evaluation(
     with bar, progress.listening(on_progress):
         result = materialize([dg.AssetKey([name, "judge_results"])])
     if not result.success:
-        outcome.message = _failure(result)
+        outcome.message = failure_message(result)
         return outcome
-    # the judgments and the summary into the Athena-ready tables, as for gen_qa runs
-    tables = materialize_tables(
-        loaded,
-        instance,
-        run_config=QUIET_CONSOLE if quiet_logs else None,
-        tags={"recipe": name, "launched_by": "nova-eval-cli"},
-    )
-    outcome.run_ids += tables.run_ids
-    if tables.message:
-        outcome.message = tables.message
+    tables_root = write_tables(loaded, instance, outcome, quiet_logs)  # as for gen_qa runs
+    if tables_root is None:
         return outcome
     outcome.report = pipeline.read_latest_report(loaded)
-    outcome.report["paths"]["tables"] = tables.root
+    outcome.report["paths"]["tables"] = tables_root
     board = materialize([LEADERBOARD_KEY])
     if board.success:
         outcome.report["leaderboard"] = pipeline.read_leaderboard(recipes)

@@ -16,12 +16,10 @@ from tqdm import tqdm
 from nova_eval_assets import progress, stages, storage
 from nova_eval_assets.assets.analysis import materialize_analysis
 from nova_eval_assets.assets.evaluation import build_evaluation_assets
+from nova_eval_assets.assets.in_process import QUIET_CONSOLE, cli_tags, failure_message
 from nova_eval_assets.assets.tables import materialize_tables
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
-
-# The progress bar tells the story on the terminal; the full event log is in the instance.
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass
@@ -51,7 +49,7 @@ def run_evaluation(
             partition_key=partition,
             raise_on_error=False,
             run_config=QUIET_CONSOLE if quiet_logs else None,
-            tags={"recipe": name, "launched_by": "nova-eval-cli"},
+            tags=cli_tags(name),
         )
         outcome.run_ids.append(result.run_id)
         return result
@@ -64,7 +62,7 @@ def run_evaluation(
         outcome.message += validation["report"]
         return outcome
     if not prepared.success:
-        outcome.message = _failure(prepared)
+        outcome.message = failure_message(prepared)
         return outcome
 
     total = validation["valid_rows"]
@@ -80,44 +78,47 @@ def run_evaluation(
             bar.set_postfix_str(f"replica {replica + 1}/{loaded.recipe.run.replicas}")
             result = materialize(["inference_outputs", "postprocessed_metrics"], str(replica))
             if not result.success:
-                outcome.message = _failure(result)
+                outcome.message = failure_message(result)
                 return outcome
 
     result = materialize(["aggregated_report"])
     if not result.success:
-        outcome.message = _failure(result)
+        outcome.message = failure_message(result)
         return outcome
-    # the run's rows into the Athena-ready tables, and their DDL (assets/tables.py)
-    tables = materialize_tables(
-        loaded,
-        instance,
-        run_config=QUIET_CONSOLE if quiet_logs else None,
-        tags={"recipe": name, "launched_by": "nova-eval-cli"},
-    )
-    outcome.run_ids += tables.run_ids
-    if tables.message:
-        outcome.message = tables.message
+    tables_root = write_tables(loaded, instance, outcome, quiet_logs)
+    if tables_root is None:
         return outcome
     # confidence, calibration, strata and failures; the HTML report (assets/analysis.py)
     analysis = materialize_analysis(
         loaded,
         instance,
         run_config=QUIET_CONSOLE if quiet_logs else None,
-        tags={"recipe": name, "launched_by": "nova-eval-cli"},
+        tags=cli_tags(name),
     )
     outcome.run_ids += analysis.run_ids
     if analysis.message:
         outcome.message = analysis.message
         return outcome
     outcome.report = stages.read_latest_report(loaded)
-    outcome.report["paths"]["tables"] = tables.root
+    outcome.report["paths"]["tables"] = tables_root
     if analysis.report:
         outcome.report["paths"]["analysis_report"] = analysis.report
     return outcome
 
 
-def _failure(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return f"{event.step_key} failed:\n{event.step_failure_data.error.to_string()}"
-    return f"run {result.run_id} failed"
+def write_tables(
+    loaded: LoadedRecipe, instance: dg.DagsterInstance, outcome: EvaluationRun, quiet_logs: bool
+) -> str | None:
+    """The run's rows into the Athena-ready tables and their DDL (assets/tables.py): the
+    tables root, or None with ``outcome.message`` set when a run failed."""
+    tables = materialize_tables(
+        loaded,
+        instance,
+        run_config=QUIET_CONSOLE if quiet_logs else None,
+        tags=cli_tags(loaded.name),
+    )
+    outcome.run_ids += tables.run_ids
+    if tables.message:
+        outcome.message = tables.message
+        return None
+    return tables.root

@@ -22,6 +22,7 @@ from dagster import AssetExecutionContext
 from dagster_aws.athena import AthenaClientResource
 
 from nova_eval_assets import storage, tables
+from nova_eval_assets.assets.in_process import failure_message
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.tables import ddl
 from nova_eval_assets.tables.schemas import TABLE_NAMES, TABLES
@@ -211,11 +212,6 @@ def materialize_tables(
         )
         outcome.run_ids.append(result.run_id)
         if not result.success:
-            for event in result.all_events:
-                failure = event.step_failure_data if event.is_step_failure else None
-                if failure and failure.error:
-                    outcome.message = f"{event.step_key} failed:\n{failure.error.to_string()}"
-                    break
-            outcome.message = outcome.message or f"run {result.run_id} failed"
+            outcome.message = failure_message(result)
             return outcome
     return outcome

@@ -1,0 +1,51 @@
+"""Dataset validation in every recipe's graph: the ``validated_dataset`` asset's metadata and
+its blocking ``dataset_is_valid`` check, both read from the recipe's validation report."""
+
+from typing import Any
+
+import dagster as dg
+
+from nova_eval_assets import storage
+from nova_eval_assets.layout import EvalLayout
+from nova_eval_assets.recipe import LoadedRecipe
+
+VALIDATION_CHECK = "dataset_is_valid"
+
+
+def validation_metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    """What ``validated_dataset`` shows in the UI: row counts, the policy, the files."""
+    return {
+        "valid_rows": summary["valid_rows"],
+        "rejected_rows": summary["rejected_rows"],
+        "lines_read": summary["lines_read"],
+        "policy": summary["policy"],
+        "dataset": dg.MetadataValue.path(summary["source"]),
+        "dataset_sha256": summary["dataset_sha256"],
+        "rejected_rows_file": dg.MetadataValue.path(summary["rejected_path"]),
+    }
+
+
+def build_validation_check(
+    loaded: LoadedRecipe, asset: dg.AssetsDefinition, description: str
+) -> dg.AssetChecksDefinition:
+    """The blocking check: it fails (an error under ``on_invalid: fail``, a warning under
+    ``skip``) when any line was invalid, so a bad dataset stops the graph in the UI."""
+
+    @dg.asset_check(asset=asset, name=VALIDATION_CHECK, blocking=True, description=description)
+    def dataset_is_valid() -> dg.AssetCheckResult:
+        summary = storage.read_json(EvalLayout.for_recipe(loaded).validation_report)
+        strict = summary["policy"] == "fail"
+        return dg.AssetCheckResult(
+            passed=bool(summary["ok"]),
+            severity=dg.AssetCheckSeverity.ERROR if strict else dg.AssetCheckSeverity.WARN,
+            description=None if summary["ok"] else summary["report"],
+            metadata={
+                "problem_count": summary["problem_count"],
+                "rejected_rows": summary["rejected_rows"],
+                "first_problems": dg.MetadataValue.md(
+                    "\n".join(f"- {p}" for p in summary["problems"]) or "none"
+                ),
+            },
+        )
+
+    return dataset_is_valid
