@@ -31,6 +31,7 @@ from nova_eval_assets.engines import (  # noqa: E402
     SamplingSettings,
     create_engine,
 )
+from nova_eval_assets.engines.cpu_threads import THREADS_ENV  # noqa: E402
 
 DATA = ROOT / "recipes" / "data" / "support_tickets.jsonl"
 
@@ -106,14 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--attn", default=None, help="attn_implementation (sdpa, eager)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's own choice)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: the engine's share of the cores, engines/cpu_threads.py)",
     )
     args = parser.parse_args(argv)
 
     import torch
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        os.environ[THREADS_ENV] = str(args.threads)  # the engine sets it
 
     options = {"attn_implementation": args.attn} if args.attn else {}
     started = time.perf_counter()

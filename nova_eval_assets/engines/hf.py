@@ -31,6 +31,7 @@ import gc
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -41,7 +42,8 @@ from .base import (
     TokenLogprob,
 )
 from .base import block_size as _block_size
-from .models import ResolvedModel, ensure_chat_template, load_dir, resolve_model
+from .cpu_threads import CoreShare, fixed_threads, process_share, user_chose_threads
+from .models import ResolvedModel, cache_root, ensure_chat_template, load_dir, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +135,36 @@ class HFEngine:
         self.default_batch_size = int(default_batch_size)
         self.share_prefix = share_prefix
         self._pieces: dict[int, str] = {}
+        self._core_share = self._claim_cpu_threads()
 
     # ------------------------------------------------------------------ helpers
+
+    def _claim_cpu_threads(self) -> CoreShare | None:
+        """On CPU, fix torch's threads from the environment or share the cores with the
+        other engine processes of this machine (engines/cpu_threads.py)."""
+        import torch
+
+        if self.device.type != "cpu" or user_chose_threads():
+            return None
+        fixed = fixed_threads()
+        if fixed is not None:
+            torch.set_num_threads(fixed)
+            return None
+        share = process_share(cache_root() / ".cpu-engines")
+        share.acquire()
+        weakref.finalize(self, share.release)
+        self._take_cpu_share(share)
+        return share
+
+    @staticmethod
+    def _take_cpu_share(share: CoreShare | None) -> None:
+        import torch
+
+        if share is not None:
+            threads = share.threads()
+            if threads != torch.get_num_threads():
+                logger.info("torch threads: %d (a share of %d cores)", threads, share.cores)
+                torch.set_num_threads(threads)
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -219,6 +249,7 @@ class HFEngine:
             prepared.sort(key=lambda p: (len(p.ids), p.index))
             batches = [prepared[j : j + batch_size] for j in range(0, len(prepared), batch_size)]
             for batch in batches:
+                self._take_cpu_share(self._core_share)  # other engine processes come and go
                 for item, generation in zip(
                     batch, self._generate_with_retry(batch, settings), strict=True
                 ):
