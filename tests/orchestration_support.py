@@ -12,7 +12,9 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._time import get_current_datetime
 
 from nova_eval_assets.assets import build_evaluation_assets
+from nova_eval_assets.assets.analysis import build_analysis_assets
 from nova_eval_assets.assets.automation import build_orchestration
+from nova_eval_assets.assets.tables import build_table_assets
 from nova_eval_assets.engines.base import Generation, GenerationRequest, TokenLogprob, block_size
 from nova_eval_assets.recipe import LoadedRecipe, load_recipe
 
@@ -65,14 +67,19 @@ def edit_recipe(loaded: LoadedRecipe, **sections: dict) -> LoadedRecipe:
     return load_recipe(loaded.path)
 
 
-def location(recipes: list[LoadedRecipe]) -> dg.Definitions:
-    """The evaluation graphs and the orchestration of ``recipes`` (no tables or dbt); every
-    run in one process (the runs the automation starts too), which keeps tests quick."""
+def location(recipes: list[LoadedRecipe], followups: bool = False) -> dg.Definitions:
+    """The evaluation graphs and the orchestration of ``recipes`` (no dbt; the analysis
+    reports and the tables with ``followups``); every run in one process (the runs the
+    automation starts too), which keeps tests quick."""
     assets, checks = [], []
     for loaded in recipes:
         for definition in build_evaluation_assets(loaded):
             is_check = isinstance(definition, dg.AssetChecksDefinition)
             (checks if is_check else assets).append(definition)
+        if followups:
+            assets += build_analysis_assets(loaded, recipes)
+    if followups:
+        assets += build_table_assets(recipes, athena=False)
     built = build_orchestration(recipes)
     return dg.Definitions(
         assets=assets + built.assets,

@@ -10,6 +10,7 @@ import os
 from datetime import UTC, datetime
 
 import dagster as dg
+import duckdb
 import pytest
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.schedules import is_valid_cron_string
@@ -145,6 +146,69 @@ def test_schedule_runs_the_whole_evaluation_through_the_automation(recipe, engin
     assert report["counts"]["examples"] == 16 and report["counts"]["replicas"] == 2
     assert report["lineage"]["model_id"] == resolve_model(MODEL).model_id
     assert sorted(engine.generated_rows) == list(range(16))
+
+
+def run_requested(defs: dg.Definitions, instance, requested: dict[str, set]) -> None:
+    """Materialize what the automation requested, one run per partition (in process)."""
+    by_partition: dict[str | None, list[dg.AssetKey]] = {}
+    for key, partitions in requested.items():
+        for partition in partitions:
+            by_partition.setdefault(partition, []).append(dg.AssetKey.from_user_string(key))
+    for partition, keys in by_partition.items():
+        dg.materialize(
+            list(defs.assets),
+            selection=keys,
+            partition_key=partition,
+            instance=instance,
+            tags={"via": "automation"},
+        )
+
+
+def test_after_the_aggregate_the_followups_run_for_that_evaluation_only(
+    recipe, make_recipe, engine
+):
+    """The automation goes on after the aggregate: the analysis report and the evaluation's
+    own tables partition, then the DDL; nothing for an evaluation that did not run, and
+    nothing after `nova-eval run`, which runs those steps itself."""
+    from nova_eval_assets import tables
+    from nova_eval_assets.assets.materialize import run_evaluation
+
+    loaded = recipe()
+    other = make_recipe(ticket_lines(4), name="other")
+    defs = location([loaded, other], followups=True)
+    instance = dg.DagsterInstance.ephemeral()
+    automation = Automation(defs, instance)
+    run_job(defs, instance, "tiny__prepare")
+    replicas = automation.tick(defs)
+    assert replicas["tiny/inference_outputs"] == {"0", "1"}
+    run_requested(defs, instance, replicas)
+    assert automation.tick(defs) == {"tiny/aggregated_report": {None}}
+    run_requested(defs, instance, {"tiny/aggregated_report": {None}})
+    followups = automation.tick(defs)
+    table_keys = ("eval_examples", "eval_metrics", "judge_judgments", "judge_summary")
+    assert followups == {
+        "tiny/analysis_report": {None},
+        **{f"tables/{table}": {"tiny"} for table in table_keys},  # not "other"
+    }
+    run_requested(defs, instance, followups)
+    assert automation.tick(defs) == {"tables/athena_ddl": {None}}
+    run_requested(defs, instance, {"tables/athena_ddl": {None}})
+    assert automation.tick(defs) == {}
+
+    # what they wrote: the 16 rows in the tables, the report, the DDL
+    root = tables.tables_root()
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"select eval_name, count(*) from read_parquet('{root}/eval_examples/"
+            "eval_name=*/*/*/*.parquet', hive_partitioning = true) group by 1"
+        ).fetchall()
+    assert rows == [("tiny", 16)]
+    assert storage.exists(EvalLayout.for_recipe(loaded).analysis("report.html"))
+    assert storage.exists(f"{root}/_ddl/all.sql")
+
+    # nova-eval run of the other recipe: its own tables and report; the automation stays idle
+    assert run_evaluation(other, instance=instance, show_progress=False).report is not None
+    assert automation.tick(defs) == {}
 
 
 # ---------------------------------------------------------------- backfills and staleness
@@ -360,7 +424,12 @@ def test_the_code_location_carries_the_jobs_schedules_and_sensors(recipe):
     assert {"tiny__prepare", "tiny__replicas", "tiny__aggregate"} <= jobs
     assert [s.name for s in repository.schedule_defs] == ["tiny__schedule"]
     sensors = {s.name for s in repository.sensor_defs}
-    assert sensors == {"nova_eval_replicas", "nova_eval_reports", SENSOR_NAME}
+    assert sensors == {
+        "nova_eval_replicas",
+        "nova_eval_reports",
+        "nova_eval_followups",
+        SENSOR_NAME,
+    }
     graph = repository.asset_graph
     inference = graph.get(dg.AssetKey(["tiny", "inference_outputs"]))
     assert dg.AssetKey(["tiny", "model_checkpoint"]) in inference.parent_keys

@@ -14,6 +14,7 @@ from dagster import AssetExecutionContext
 
 from nova_eval_assets import lineage
 from nova_eval_assets.analysis.pipeline import run_analysis, run_comparison
+from nova_eval_assets.assets.automation import FOLLOWUP_TAG, followup_condition
 from nova_eval_assets.assets.in_process import failure_message
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe, RecipeError
@@ -89,13 +90,14 @@ def _analysis_asset(loaded: LoadedRecipe, tags: dict[str, str]) -> dg.AssetsDefi
         key=dg.AssetKey([name, "analysis_report"]),
         deps=[report_key],
         group_name=name,
+        automation_condition=followup_condition(),  # after each aggregate (automation.py)
         code_version=lineage.digest(settings, getattr(loaded.recipe, "classification", None)),
         description=(
             "Confidence from token log probabilities, calibration, metrics by metadata "
             "stratum and failure analysis; an HTML report next to the results."
         ),
         kinds={"python", "html"},
-        tags=tags,
+        tags={**tags, FOLLOWUP_TAG: "true"},
     )
     def analysis_report(context: AssetExecutionContext) -> dg.MaterializeResult:
         result, paths = run_analysis(loaded)

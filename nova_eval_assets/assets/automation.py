@@ -37,7 +37,8 @@ from nova_eval_assets import lineage
 from nova_eval_assets.recipe import LoadedRecipe
 
 TRIGGER_TAG = "nova_eval/trigger"  # schedule | dataset_sensor | automation
-STAGE_TAG = "nova_eval/stage"  # prepare | replica | aggregate | judge: run queue limits key on it
+STAGE_TAG = "nova_eval/stage"  # prepare | replica | aggregate | judge | followup: run queue key
+FOLLOWUP_TAG = "nova_eval/followup"  # "true" on the assets the follow-up sensor automates
 CLI_TAGS = {"launched_by": "nova-eval-cli"}
 RUN_TAGS_ENV = "NOVA_EVAL_RUN_TAGS_FILE"
 AUTOMATION_INTERVAL_ENV = "NOVA_EVAL_AUTOMATION_INTERVAL_S"
@@ -187,7 +188,14 @@ class DependencyUpdatedSinceLastRun(dg.AutomationCondition):
     was created (its latest planned materialization), or when it never ran. Stateless: it
     compares event storage ids, so a replica update that lands in the same tick as the
     aggregate's own completion is not lost, and a failed aggregate is not retried until a
-    replica updates again."""
+    replica updates again.
+
+    ``parents_by_partition`` is for an asset partitioned by evaluation name whose every
+    partition depends on every evaluation (the tables): partition ``p`` then looks at
+    ``parents_by_partition[p]`` only, and is compared with its own latest run."""
+
+    def __init__(self, parents_by_partition: dict[str, dg.AssetKey] | None = None):
+        self._parents_by_partition = parents_by_partition
 
     @property
     def name(self) -> str:
@@ -202,17 +210,37 @@ class DependencyUpdatedSinceLastRun(dg.AutomationCondition):
         if candidates.is_empty:
             return dg.AutomationResult(context=context, true_subset=candidates)
         instance = context.asset_graph_view.instance
-        planned = instance.get_latest_planned_materialization_info(context.key)
-        after = planned.storage_id if planned is not None else None
-        updated = any(
-            instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=parent, after_storage_id=after), limit=1
-            ).records
-            for parent in sorted(context.asset_graph.get(context.key).parent_keys)
-        )
-        return dg.AutomationResult(
-            context=context, true_subset=candidates if updated else context.get_empty_subset()
-        )
+        if self._parents_by_partition is None:
+            parents = sorted(context.asset_graph.get(context.key).parent_keys)
+            updated = _updated_since_run(instance, context.key, None, parents)
+            true_subset = candidates if updated else context.get_empty_subset()
+        else:
+            partitions = {
+                partition
+                for partition in candidates.expensively_compute_partition_keys()
+                if partition in self._parents_by_partition
+                and _updated_since_run(
+                    instance, context.key, partition, [self._parents_by_partition[partition]]
+                )
+            }
+            true_subset = candidates.compute_intersection_with_partition_keys(partitions)
+        return dg.AutomationResult(context=context, true_subset=true_subset)
+
+
+def _updated_since_run(
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    partition: str | None,
+    parents: list[dg.AssetKey],
+) -> bool:
+    planned = instance.get_latest_planned_materialization_info(key, partition)
+    after = planned.storage_id if planned is not None else None
+    return any(
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=parent, after_storage_id=after), limit=1
+        ).records
+        for parent in parents
+    )
 
 
 def aggregate_condition(loaded: LoadedRecipe) -> dg.AutomationCondition:
@@ -227,6 +255,20 @@ def aggregate_condition(loaded: LoadedRecipe) -> dg.AutomationCondition:
         & ~dg.AutomationCondition.in_progress()
         & ReplicasFromOneRun(loaded)
     ).with_label("every replica of one run materialized")
+
+
+def followup_condition(
+    parents_by_partition: dict[str, dg.AssetKey] | None = None,
+) -> dg.AutomationCondition:
+    """A step after an evaluation (its analysis report, the tables and their DDL): it runs
+    when what it reads was materialized after its own latest run, once nothing it reads is
+    running. After ``nova-eval run`` it does not: the CLI runs these steps itself, after the
+    aggregate, so their runs are the newer ones."""
+    return (
+        DependencyUpdatedSinceLastRun(parents_by_partition)
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("what it reads updated since its last run")
 
 
 # ---------------------------------------------------------------- jobs and schedules
@@ -349,17 +391,27 @@ def automation_interval() -> int:
 
 
 def build_automation_sensors(recipes: list[LoadedRecipe]) -> list[dg.SensorDefinition]:
-    """Two automation sensors, both running by default: the replica stages (their runs carry
-    the deployment's ``replica`` run tags: GPU requests) and the aggregates (evaluated on the
-    user code server, where the replicas' lineage can be read)."""
+    """Three automation sensors, all running by default: the replica stages (their runs carry
+    the deployment's ``replica`` run tags: GPU requests), the aggregates, and the follow-ups
+    (the assets tagged ``nova_eval/followup``: analysis reports, tables, DDL), the last two
+    evaluated on the user code server, where the replicas' lineage can be read."""
+    interval = automation_interval()
+    followups = dg.AutomationConditionSensorDefinition(
+        "nova_eval_followups",
+        target=dg.AssetSelection.tag(FOLLOWUP_TAG, "true"),
+        run_tags={**run_tags("default", "followup"), TRIGGER_TAG: "automation"},
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=interval,
+        use_user_code_server=True,
+        description="Analysis reports, tables and their DDL after an evaluation updated.",
+    )
     gen_qa = [r for r in recipes if is_gen_qa(r)]
     if not gen_qa:
-        return []
+        return [followups]
     replicas = dg.AssetSelection.assets(
         *(asset_key(r, stage) for r in gen_qa for stage in REPLICA_STAGES)
     )
     reports = dg.AssetSelection.assets(*(asset_key(r, "aggregated_report") for r in gen_qa))
-    interval = automation_interval()
     return [
         dg.AutomationConditionSensorDefinition(
             "nova_eval_replicas",
@@ -381,6 +433,7 @@ def build_automation_sensors(recipes: list[LoadedRecipe]) -> list[dg.SensorDefin
             use_user_code_server=True,
             description="Aggregates once every replica of one run is materialized.",
         ),
+        followups,
     ]
 
 

@@ -22,6 +22,7 @@ from dagster import AssetExecutionContext
 from dagster_aws.athena import AthenaClientResource
 
 from nova_eval_assets import storage, tables
+from nova_eval_assets.assets.automation import FOLLOWUP_TAG, followup_condition
 from nova_eval_assets.assets.in_process import failure_message
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.tables import ddl
@@ -33,6 +34,7 @@ RUN_ID_TAG = "nova_eval/run_id"
 WORKGROUP_ENV = "NOVA_EVAL_ATHENA_WORKGROUP"
 DDL_KEY = dg.AssetKey([PREFIX, "athena_ddl"])
 ATHENA_KEY = dg.AssetKey([PREFIX, "athena_tables"])
+FOLLOWUP = {FOLLOWUP_TAG: "true"}  # automated after each evaluation (assets/automation.py)
 SCHEMA_VERSION = hashlib.sha256(
     "".join(f"{name}:{spec.schema}" for name, spec in TABLES.items()).encode()
 ).hexdigest()[:16]
@@ -78,6 +80,7 @@ def build_table_assets(recipes: list[LoadedRecipe], athena: bool | None = None) 
     by_name = {loaded.name: loaded for loaded in recipes}
     partitions = dg.StaticPartitionsDefinition(sorted(by_name) or ["none"])
     upstream = [final_asset_key(loaded) for loaded in recipes]
+    parents_by_partition = {loaded.name: final_asset_key(loaded) for loaded in recipes}
     specs = [
         dg.AssetSpec(
             table_key(table),
@@ -87,7 +90,9 @@ def build_table_assets(recipes: list[LoadedRecipe], athena: bool | None = None) 
             kinds={"parquet"},
             code_version=SCHEMA_VERSION,
             skippable=True,
-            tags={"nova_eval/table": table},
+            tags={"nova_eval/table": table, **FOLLOWUP},
+            # a partition follows its own evaluation's final asset only
+            automation_condition=followup_condition(parents_by_partition),
         )
         for table, spec in TABLES.items()
     ]
@@ -123,6 +128,8 @@ def build_table_assets(recipes: list[LoadedRecipe], athena: bool | None = None) 
         key=DDL_KEY,
         deps=[table_key(table) for table in TABLE_NAMES],
         group_name=GROUP,
+        tags=FOLLOWUP,
+        automation_condition=followup_condition(),
         kinds={"athena", "sql"},
         code_version=SCHEMA_VERSION,
         description="Glue/Athena CREATE EXTERNAL TABLE statements with partition projection, "
@@ -150,6 +157,8 @@ def build_table_assets(recipes: list[LoadedRecipe], athena: bool | None = None) 
             key=ATHENA_KEY,
             deps=[athena_ddl],
             group_name=GROUP,
+            tags=FOLLOWUP,
+            automation_condition=followup_condition(),
             kinds={"athena"},
             description="The tables created (or recreated) in Athena from the generated DDL.",
         )
