@@ -15,7 +15,9 @@ runs only when every replica of one run is materialized (:func:`aggregate_condit
 none missing, none queued or running, and all made from the same prompts, model checkpoint
 and settings (read from the lineage each replica's Parquet records). The same condition
 re-aggregates after a backfill of chosen replica partitions, and holds back while a
-backfill is still running or when the replicas are a mix of stale and fresh ones.
+backfill is still running or when the replicas are a mix of stale and fresh ones. After
+the aggregate come the follow-ups (:func:`followup_condition`): the analysis report, the
+evaluation's own partition of the tables, then their DDL.
 
 Runs started by ``nova-eval run`` (tag ``launched_by: nova-eval-cli``) drive their own
 sequence in process, ending with their own aggregate; they do not trigger the replica
