@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 import yaml
 
 from nova_eval_assets import stages
+from nova_eval_assets.assets.tables import DDL_KEY
 from nova_eval_assets.recipe import load_recipe
 from tests.conftest import PROJECT
 from tests.test_resume import short_rows
@@ -264,6 +266,25 @@ def test_ui_launch_then_daemon_runs_replicas_in_parallel_and_a_cli_backfill_reag
         monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", env["NOVA_EVAL_OUTPUT_ROOT"])
         first = stages.read_latest_report(loaded)
         assert first["counts"]["examples"] == 16 and first["counts"]["replicas"] == REPLICAS
+
+        # then the follow-ups: the analysis report, the tables partition, the DDL
+        wait_for(
+            "the follow-ups",
+            lambda: (
+                instance.get_latest_materialization_event(DDL_KEY)
+                and finished(instance, runs(instance, **{"nova_eval/stage": "followup"}), 1)
+            ),
+            240,
+            server,
+        )
+        assert instance.get_latest_materialization_event(dg.AssetKey(["tiny", "analysis_report"]))
+        root = Path(env["NOVA_EVAL_OUTPUT_ROOT"]) / "tables"
+        with duckdb.connect() as con:
+            (count,) = con.execute(
+                f"select count(*) from read_parquet('{root}/eval_examples/eval_name=tiny/"
+                "*/*/*.parquet')"
+            ).fetchone()
+        assert count == 16
 
         # a backfill of the 4 replica partitions from the CLI: 4 runs, then the aggregate
         backfill = subprocess.run(
