@@ -81,12 +81,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(f"Evaluation '{loaded.name}' of {loaded.recipe.run.model_name_or_path}")
     print(report["summary_markdown"])
-    print("Results:")
-    for label, location in report["paths"].items():
-        print(f"  {label:<17} {location}")
-    print(f"Dagster runs: {', '.join(outcome.run_ids)} (see them with `make ui`)")
-    print(f"Done in {time.monotonic() - started:.1f} s")
+    _print_outputs(report["paths"], outcome.run_ids, started)
     return 0
+
+
+def _print_outputs(paths: dict[str, str], run_ids: list[str], started: float) -> None:
+    print("Results:")
+    for label, location in paths.items():
+        print(f"  {label:<17} {location}")
+    print(f"Dagster runs: {', '.join(run_ids)} (see them with `make ui`)")
+    print(f"Done in {time.monotonic() - started:.1f} s")
 
 
 def _validate_judge_join(loaded) -> int:
@@ -136,11 +140,7 @@ def _run_judge(loaded, args: argparse.Namespace, started: float) -> int:
     if "leaderboard" in report:
         print("Leaderboard (Bradley-Terry, Elo scale):")
         print(report["leaderboard"]["markdown"])
-    print("Results:")
-    for label, location in report["paths"].items():
-        print(f"  {label:<17} {location}")
-    print(f"Dagster runs: {', '.join(outcome.run_ids)} (see them with `make ui`)")
-    print(f"Done in {time.monotonic() - started:.1f} s")
+    _print_outputs(report["paths"], outcome.run_ids, started)
     return 0
 
 

@@ -104,3 +104,52 @@ def test_replica_count_changes_neither_metrics_nor_row_order(make_recipe):
     b = storage.read_parquet(triple["paths"]["examples"], columns=columns).to_pylist()
     assert [r["row_index"] for r in b] == list(range(18))
     assert a == b
+
+
+def test_nova_eval_run_command_end_to_end(make_recipe, tmp_path):
+    """`nova-eval run` as a user types it (what `make eval` does), on 4 of 6 rows and 2
+    replicas: the summary, the output paths, and the runs recorded in the Dagster home."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT
+
+    lines = ticket_lines(6)
+    loaded = make_recipe(lines, inference={"top_logprobs": 2, "max_new_tokens": 6})
+    home = tmp_path / "dagster_home"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(PROJECT)}
+    command = [sys.executable, "-m", "nova_eval_assets.cli", "run", str(loaded.path)]
+    done = subprocess.run(
+        [*command, "--limit", "4", "--replicas", "2", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "Evaluation 'tiny' of smollm2-135m-instruct" in out
+    assert "examples: 4, scored: 4, inference errors: 0, rejected rows: 0, replicas: 2" in out
+    assert "| em |" in out and "| rougeL |" in out
+
+    listed = out.split("Results:\n", 1)[1].splitlines()
+    paths = dict(line.split(None, 1) for line in listed if line.startswith("  "))
+    results = storage.read_json(paths["results"])
+    assert results["config_general"]["model_name"] == "smollm2-135m-instruct"
+    with open(paths["inference_output"]) as handle:
+        written = [json.loads(line) for line in handle]
+    queries = [json.loads(line)["query"] for line in lines[:4]]  # --limit 4: the first four
+    assert [row["prompt"] for row in written] == queries
+
+    run_ids = out.split("Dagster runs: ", 1)[1].split(" (see them", 1)[0].split(", ")
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        runs = [instance.get_run_by_id(run_id) for run_id in run_ids]
+        assert all(run is not None and run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+        assert all(run.tags["launched_by"] == "nova-eval-cli" for run in runs)
+        partitions = sorted(run.tags.get("dagster/partition", "-") for run in runs)
+        assert partitions.count("0") == 1 and partitions.count("1") == 1
+    finally:
+        instance.dispose()
