@@ -24,7 +24,7 @@ from nova_eval_assets.assets.dbt import (
     dbt_resource,
 )
 from nova_eval_assets.assets.materialize import run_evaluation
-from nova_eval_assets.assets.tables import materialize_tables
+from nova_eval_assets.assets.tables import build_table_assets, materialize_tables
 from nova_eval_assets.tables import build, duck, writer
 from tests.conftest import ticket_lines
 
@@ -184,6 +184,45 @@ def test_dbt_build_on_the_tables_of_a_real_evaluation(make_recipe, tmp_path, mon
     assert {"dbt/base_vs_challenger", "dbt/calibration_bins", "dbt/judge_win_rates"} <= keys
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
+
+    # the models follow the tables: nothing to do now (they were built after the tables);
+    # after base's tables are written again, the staging views over the two tables a gen_qa
+    # run writes, then the marts over those views
+    defs = dg.Definitions(
+        assets=[*build_table_assets([base, challenger], athena=False), build_dbt_assets(project)],
+        resources={"dbt": dbt_resource(project)},
+    )
+
+    def requested() -> set[str]:
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        graph = defs.resolve_asset_graph()
+        return {
+            key.to_user_string()
+            for key in graph.get_all_asset_keys()
+            if result.get_requested_partitions(key)
+        }
+
+    assert requested() == set()
+    assert not materialize_tables(base, instance).message
+    staging = {"dbt/stg_eval_examples", "dbt/stg_eval_metrics"}
+    assert requested() == staging
+
+    def build_models(keys: set[str]) -> None:
+        built = dg.materialize(
+            [build_dbt_assets(project)],
+            resources={"dbt": dbt_resource(project)},
+            instance=instance,
+            selection=[dg.AssetKey.from_user_string(key) for key in keys],
+        )
+        assert built.success
+
+    build_models(staging)
+    marts = {"dbt/calibration_bins", "dbt/metrics_by_stratum", "dbt/metrics_over_time"}
+    assert requested() == marts  # not judge_win_rates: its views did not change
+    build_models(marts)
+    assert requested() == {"dbt/base_vs_challenger"}  # it reads metrics_over_time
+    build_models({"dbt/base_vs_challenger"})
+    assert requested() == set()
 
     # and `nova-eval query` on the same tables
     out = tmp_path / "examples.csv"

@@ -235,13 +235,18 @@ def _updated_since_run(
     partition: str | None,
     parents: list[dg.AssetKey],
 ) -> bool:
+    """Whether a parent was materialized after ``key``'s latest run was created, by another
+    run (a run that makes both, like a dbt build of a view and the table over it, plans
+    the child before it makes the parent)."""
     planned = instance.get_latest_planned_materialization_info(key, partition)
     after = planned.storage_id if planned is not None else None
+    own_run = planned.run_id if planned is not None else None
     return any(
-        instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=parent, after_storage_id=after), limit=1
-        ).records
+        record.run_id != own_run
         for parent in parents
+        for record in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=parent, after_storage_id=after), limit=100
+        ).records
     )
 
 

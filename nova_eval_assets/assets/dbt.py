@@ -25,6 +25,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_dbt.dbt_project import using_dagster_dev
 
 from nova_eval_assets import storage, tables
+from nova_eval_assets.assets.automation import FOLLOWUP_TAG, followup_condition
 from nova_eval_assets.assets.tables import table_key
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_athena"
@@ -79,7 +80,17 @@ def dbt_project(project_dir: Path = DBT_PROJECT_DIR) -> DbtProject:
 
 
 class NovaEvalDbtTranslator(DagsterDbtTranslator):
-    """Sources are the table assets; models and tests live under ``dbt/``."""
+    """Sources are the table assets; models and tests live under ``dbt/``. Models are
+    follow-ups (assets/automation.py): they rebuild after the tables they read updated, so
+    the marts (tables in dbt) follow scheduled evaluations and CLI runs alike."""
+
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        return followup_condition()
+
+    def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
+        return {**super().get_tags(dbt_resource_props), FOLLOWUP_TAG: "true"}
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source":
