@@ -255,11 +255,13 @@ def test_screenshot_helper_rejects_a_blank_page():
 
 def test_the_cli_path_materializes_the_analysis_after_the_report(make_recipe):
     from nova_eval_assets.assets.analysis import materialize_analysis
+    from nova_eval_assets.assets.in_process import InProcessRuns
 
     loaded = make_recipe(name="cli")
     storage.write_parquet(EvalLayout.for_recipe(loaded).examples, make_examples(120))
-    outcome = materialize_analysis(loaded, dg.DagsterInstance.ephemeral())
-    assert outcome.message == "" and len(outcome.run_ids) == 1
+    runs = InProcessRuns(dg.DagsterInstance.ephemeral(), loaded.name)
+    outcome = materialize_analysis(loaded, runs)
+    assert outcome.message == "" and len(runs.run_ids) == 1
     assert outcome.report is not None and Path(outcome.report).exists()
     # without a label field the answer is the whole output and em decides what is correct
     summary = storage.read_json(EvalLayout.for_recipe(loaded).analysis("analysis.json"))

@@ -23,6 +23,7 @@ from nova_eval_assets.assets.dbt import (
     dbt_project,
     dbt_resource,
 )
+from nova_eval_assets.assets.in_process import InProcessRuns
 from nova_eval_assets.assets.materialize import run_evaluation
 from nova_eval_assets.assets.tables import build_table_assets, materialize_tables
 from nova_eval_assets.tables import build, duck, writer
@@ -116,7 +117,7 @@ def test_dbt_build_on_the_tables_of_a_real_evaluation(make_recipe, tmp_path, mon
     assert root == str(tmp_path / "outputs" / "tables")
 
     # rematerializing the tables of a run replaces its partition instead of duplicating it
-    again = materialize_tables(base, instance)
+    again = materialize_tables(base, InProcessRuns(instance, base.name))
     assert not again.message
     judge_rows(root)
     with duck.connection(root) as con:
@@ -203,7 +204,7 @@ def test_dbt_build_on_the_tables_of_a_real_evaluation(make_recipe, tmp_path, mon
         }
 
     assert requested() == set()
-    assert not materialize_tables(base, instance).message
+    assert not materialize_tables(base, InProcessRuns(instance, base.name)).message
     staging = {"dbt/stg_eval_examples", "dbt/stg_eval_metrics"}
     assert requested() == staging
 

@@ -6,7 +6,7 @@ baseline ``<name>/comparison_vs_<baseline>``, downstream of both evaluations'
 ``aggregated_report``. The Markdown summaries and plots are shown as asset metadata.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -15,7 +15,7 @@ from dagster import AssetExecutionContext
 from nova_eval_assets import lineage
 from nova_eval_assets.analysis.pipeline import run_analysis, run_comparison
 from nova_eval_assets.assets.automation import FOLLOWUP_TAG, followup_condition
-from nova_eval_assets.assets.in_process import failure_message
+from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe, RecipeError
 from nova_eval_assets.report.analysis_markdown import (
@@ -169,33 +169,17 @@ def _comparison_asset(
 
 @dataclass
 class AnalysisRun:
-    run_ids: list[str] = field(default_factory=list)
     message: str = ""  # why it failed; empty on success
     report: str | None = None  # the HTML report
 
 
-def materialize_analysis(
-    loaded: LoadedRecipe,
-    instance: dg.DagsterInstance,
-    run_config: dict[str, Any] | None = None,
-    tags: dict[str, str] | None = None,
-) -> AnalysisRun:
-    """Materialize ``<name>/analysis_report`` in ``instance`` (the CLI's ``run``, after the
-    aggregated report); comparisons are left to the UI or a backfill."""
+def materialize_analysis(loaded: LoadedRecipe, runs: InProcessRuns) -> AnalysisRun:
+    """Materialize ``<name>/analysis_report`` as one of ``runs`` (the CLI's ``run``, after
+    the aggregated report); comparisons are left to the UI or a backfill."""
     recipe = loaded.recipe
     if recipe.evaluation.task != "gen_qa" or not recipe.analysis.enabled:
         return AnalysisRun()
-    asset = _analysis_asset(loaded, {"recipe": loaded.name})
-    result = dg.materialize(
-        [asset],
-        instance=instance,
-        raise_on_error=False,
-        run_config=run_config,
-        tags=tags,
-    )
-    outcome = AnalysisRun(run_ids=[result.run_id])
+    result = runs.materialize([_analysis_asset(loaded, {"recipe": loaded.name})])
     if not result.success:
-        outcome.message = failure_message(result)
-        return outcome
-    outcome.report = EvalLayout.for_recipe(loaded).analysis("report.html")
-    return outcome
+        return AnalysisRun(message=failure_message(result))
+    return AnalysisRun(report=EvalLayout.for_recipe(loaded).analysis("report.html"))

@@ -1,5 +1,9 @@
 """Runs the CLI launches in process (``dg.materialize``): their console log level, their
-tags and the message of a failed run."""
+tags, their ids and the message of a failed run."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
@@ -20,3 +24,34 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
         if failure and failure.error:
             return f"{event.step_key} failed:\n{failure.error.to_string()}"
     return f"run {result.run_id} failed"
+
+
+@dataclass
+class InProcessRuns:
+    """The runs one CLI command launches in ``instance``, one after the other: console logs
+    quiet or not, the CLI tags of ``recipe_name``, and every run id in launch order."""
+
+    instance: dg.DagsterInstance
+    recipe_name: str
+    quiet_logs: bool = True
+    run_ids: list[str] = field(default_factory=list)
+
+    def materialize(
+        self,
+        assets: Sequence[Any],
+        keys: Sequence[dg.AssetKey] | None = None,
+        partition: str | None = None,
+    ) -> dg.ExecuteInProcessResult:
+        """Materialize ``keys`` of ``assets`` (all of them when None); failures are
+        returned, not raised."""
+        result = dg.materialize(
+            assets,
+            instance=self.instance,
+            selection=None if keys is None else dg.AssetSelection.assets(*keys),
+            partition_key=partition,
+            raise_on_error=False,
+            run_config=QUIET_CONSOLE if self.quiet_logs else None,
+            tags=cli_tags(self.recipe_name),
+        )
+        self.run_ids.append(result.run_id)
+        return result

@@ -256,11 +256,12 @@ def run_judge_evaluation(
     from tqdm import tqdm
 
     from nova_eval_assets.assets.evaluation import build_evaluation_assets
-    from nova_eval_assets.assets.in_process import QUIET_CONSOLE, cli_tags, failure_message
+    from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
     from nova_eval_assets.assets.materialize import EvaluationRun, run_evaluation, write_tables
 
     instance = instance or dg.DagsterInstance.get()
-    outcome = EvaluationRun(report=None)
+    runs = InProcessRuns(instance, loaded.name, quiet_logs)
+    outcome = EvaluationRun(report=None, run_ids=runs.run_ids)
     upstream = pipeline.upstream_recipes(loaded, recipes)
     for role, other in upstream.items():
         if not run_upstream:
@@ -279,20 +280,8 @@ def run_judge_evaluation(
     for other in upstream.values():  # for lineage in the run's record
         definitions += build_evaluation_assets(other)
 
-    def materialize(keys: list[dg.AssetKey]) -> dg.ExecuteInProcessResult:
-        result = dg.materialize(
-            definitions,
-            instance=instance,
-            selection=dg.AssetSelection.assets(*keys),
-            raise_on_error=False,
-            run_config=QUIET_CONSOLE if quiet_logs else None,
-            tags=cli_tags(loaded.name),
-        )
-        outcome.run_ids.append(result.run_id)
-        return result
-
     name = loaded.name
-    prepared = materialize([dg.AssetKey([name, "validated_dataset"])])
+    prepared = runs.materialize(definitions, [dg.AssetKey([name, "validated_dataset"])])
     validation_path = EvalLayout.for_recipe(loaded).validation_report
     if not prepared.success:
         failed = [e.step_key or "" for e in prepared.all_events if e.is_step_failure]
@@ -313,16 +302,16 @@ def run_judge_evaluation(
             seen[0] = done
 
     with bar, progress.listening(on_progress):
-        result = materialize([dg.AssetKey([name, "judge_results"])])
+        result = runs.materialize(definitions, [dg.AssetKey([name, "judge_results"])])
     if not result.success:
         outcome.message = failure_message(result)
         return outcome
-    tables_root = write_tables(loaded, instance, outcome, quiet_logs)  # as for gen_qa runs
+    tables_root = write_tables(loaded, runs, outcome)  # as for gen_qa runs
     if tables_root is None:
         return outcome
     outcome.report = pipeline.read_latest_report(loaded)
     outcome.report["paths"]["tables"] = tables_root
-    board = materialize([LEADERBOARD_KEY])
+    board = runs.materialize(definitions, [LEADERBOARD_KEY])
     if board.success:
         outcome.report["leaderboard"] = pipeline.read_leaderboard(recipes)
     return outcome

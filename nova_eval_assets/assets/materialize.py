@@ -16,7 +16,7 @@ from tqdm import tqdm
 from nova_eval_assets import progress, stages, storage
 from nova_eval_assets.assets.analysis import materialize_analysis
 from nova_eval_assets.assets.evaluation import build_evaluation_assets
-from nova_eval_assets.assets.in_process import QUIET_CONSOLE, cli_tags, failure_message
+from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
 from nova_eval_assets.assets.tables import materialize_tables
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
@@ -35,24 +35,13 @@ def run_evaluation(
     show_progress: bool = True,
     quiet_logs: bool = True,
 ) -> EvaluationRun:
-    instance = instance or dg.DagsterInstance.get()
-    name = loaded.name
+    runs = InProcessRuns(instance or dg.DagsterInstance.get(), loaded.name, quiet_logs)
     definitions = build_evaluation_assets(loaded)
-    outcome = EvaluationRun(report=None)
+    outcome = EvaluationRun(report=None, run_ids=runs.run_ids)
 
     def materialize(stages_: list[str], partition: str | None = None) -> dg.ExecuteInProcessResult:
-        selection = dg.AssetSelection.assets(*(dg.AssetKey([name, s]) for s in stages_))
-        result = dg.materialize(
-            definitions,
-            instance=instance,
-            selection=selection,
-            partition_key=partition,
-            raise_on_error=False,
-            run_config=QUIET_CONSOLE if quiet_logs else None,
-            tags=cli_tags(name),
-        )
-        outcome.run_ids.append(result.run_id)
-        return result
+        keys = [dg.AssetKey([loaded.name, stage]) for stage in stages_]
+        return runs.materialize(definitions, keys, partition)
 
     prepared = materialize(["validated_dataset", "preprocessed_prompts"])
     layout = EvalLayout.for_recipe(loaded)
@@ -85,17 +74,11 @@ def run_evaluation(
     if not result.success:
         outcome.message = failure_message(result)
         return outcome
-    tables_root = write_tables(loaded, instance, outcome, quiet_logs)
+    tables_root = write_tables(loaded, runs, outcome)
     if tables_root is None:
         return outcome
     # confidence, calibration, strata and failures; the HTML report (assets/analysis.py)
-    analysis = materialize_analysis(
-        loaded,
-        instance,
-        run_config=QUIET_CONSOLE if quiet_logs else None,
-        tags=cli_tags(name),
-    )
-    outcome.run_ids += analysis.run_ids
+    analysis = materialize_analysis(loaded, runs)
     if analysis.message:
         outcome.message = analysis.message
         return outcome
@@ -106,18 +89,10 @@ def run_evaluation(
     return outcome
 
 
-def write_tables(
-    loaded: LoadedRecipe, instance: dg.DagsterInstance, outcome: EvaluationRun, quiet_logs: bool
-) -> str | None:
+def write_tables(loaded: LoadedRecipe, runs: InProcessRuns, outcome: EvaluationRun) -> str | None:
     """The run's rows into the Athena-ready tables and their DDL (assets/tables.py): the
     tables root, or None with ``outcome.message`` set when a run failed."""
-    tables = materialize_tables(
-        loaded,
-        instance,
-        run_config=QUIET_CONSOLE if quiet_logs else None,
-        tags=cli_tags(loaded.name),
-    )
-    outcome.run_ids += tables.run_ids
+    tables = materialize_tables(loaded, runs)
     if tables.message:
         outcome.message = tables.message
         return None

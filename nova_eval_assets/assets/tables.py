@@ -14,7 +14,7 @@ Athena resource; it exists only when a workgroup is configured
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -23,7 +23,7 @@ from dagster_aws.athena import AthenaClientResource
 
 from nova_eval_assets import storage, tables
 from nova_eval_assets.assets.automation import FOLLOWUP_TAG, followup_condition
-from nova_eval_assets.assets.in_process import failure_message
+from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.tables import ddl
 from nova_eval_assets.tables.schemas import TABLE_NAMES, TABLES
@@ -191,35 +191,16 @@ def table_resources() -> dict[str, Any]:
 @dataclass
 class TablesRun:
     root: str
-    run_ids: list[str] = field(default_factory=list)
-    message: str = ""
+    message: str = ""  # why it failed; empty on success
 
 
-def materialize_tables(
-    loaded: LoadedRecipe,
-    instance: dg.DagsterInstance,
-    run_config: dict[str, Any] | None = None,
-    tags: dict[str, str] | None = None,
-) -> TablesRun:
+def materialize_tables(loaded: LoadedRecipe, runs: InProcessRuns) -> TablesRun:
     """Write one recipe's latest run into the tables and refresh the DDL (the CLI's last
-    step), as two runs in ``instance``: the recipe's table partition, then the DDL."""
+    step), as two of ``runs``: the recipe's table partition, then the DDL."""
     definitions = build_table_assets([loaded], athena=False)
     outcome = TablesRun(root=tables.tables_root())
-    steps = [
-        (dg.AssetSelection.assets(*(table_key(t) for t in TABLE_NAMES)), loaded.name),
-        (dg.AssetSelection.assets(DDL_KEY), None),
-    ]
-    for selection, partition in steps:
-        result = dg.materialize(
-            definitions,
-            instance=instance,
-            selection=selection,
-            partition_key=partition,
-            raise_on_error=False,
-            run_config=run_config,
-            tags=tags,
-        )
-        outcome.run_ids.append(result.run_id)
+    for keys, partition in ([table_key(t) for t in TABLE_NAMES], loaded.name), ([DDL_KEY], None):
+        result = runs.materialize(definitions, keys, partition)
         if not result.success:
             outcome.message = failure_message(result)
             return outcome
