@@ -207,7 +207,7 @@ class ReplicaCheck:
             f"{loaded.name}: the replicas are not all from the same run, so they are not "
             f"aggregated:\n{lines}\nRematerialize the stale inference_outputs and "
             "postprocessed_metrics partitions (in the UI: 'Materialize changed and missing', "
-            f"or a backfill of the {loaded.name}__replicas job), then the aggregate."
+            f"or a backfill of the {loaded.key}__replicas job), then the aggregate."
         )
 
 

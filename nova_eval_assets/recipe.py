@@ -11,6 +11,7 @@ and what is allowed.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,36 @@ LAMBDA_ARN = re.compile(
 )
 ENGINES = ("hf",)
 AGGREGATIONS = ("min", "max", "average", "sum")
+# Nova's run names: SageMaker job names (letters, digits, hyphens) plus '_' and '.'; the
+# rule keeps a name inside the output root (no '/', '\\', '..', leading '.').
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+RUN_NAME_RULE = (
+    "1 to 63 characters: letters, digits, '-', '_' and '.', starting with a letter or digit, "
+    "without '..'"
+)
+SAGEMAKER_TRAIN_CHANNEL = "SM_CHANNEL_TRAIN"
+DEFAULT_MAX_NEW_TOKENS = 256
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a run.name (it names folders and table partitions), or None."""
+    if not re.fullmatch(RUN_NAME_PATTERN, name) or ".." in name:
+        return f"not a run name; allowed: {RUN_NAME_RULE}"
+    return None
+
+
+def asset_key_prefix(name: str) -> str:
+    """The Dagster-safe form of a run name (asset key prefix, group, job names): every
+    character other than a letter, digit or '_' becomes '_', and a leading digit gets 'r_'."""
+    key = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return f"r_{key}" if key[:1].isdigit() else key
+
+
+def _check_run_name(value: str) -> str:
+    problem = run_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class RecipeError(ValueError):
@@ -37,20 +68,39 @@ class _Section(BaseModel):
 
 
 class RunConfig(_Section):
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)
+    name: str
+    # Nova's model id (amazon.nova-lite-v1:0:300k, ...): recorded as given, informational
+    # for local models
     model_type: str = "hf"
     model_name_or_path: str = Field(min_length=1)
     replicas: int = Field(default=1, ge=1, le=1024)
-    # required; None only in a judge recipe that joins two gen_qa recipes (judge.baseline_recipe)
-    data_s3_path: str | None = Field(min_length=1)
+    # required; "" = the SageMaker training channel ($SM_CHANNEL_TRAIN), as in Nova; None
+    # only in a judge recipe that joins two gen_qa recipes (judge.baseline_recipe)
+    data_s3_path: str | None
     output_s3_path: str | None = None
+    # MLflow tracking (Nova's keys): "" or absent = $MLFLOW_TRACKING_URI, else no tracking
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment_name: str | None = None  # default: run.name
+    mlflow_run_name: str | None = None  # default: run.name and the results timestamp
     # extension: evaluate only the first N rows (the CLI's --limit)
     limit: int | None = Field(default=None, ge=1)
 
-    @field_validator("output_s3_path")
+    @field_validator("name")
+    @classmethod
+    def _is_run_name(cls, value: str) -> str:
+        return _check_run_name(value)
+
+    @field_validator(
+        "output_s3_path", "mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name"
+    )
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
-        return value or None
+        return value.strip() or None if value is not None else None
+
+    @property
+    def reads_training_channel(self) -> bool:
+        """An empty data_s3_path: SageMaker's training channel, as Nova reads it."""
+        return self.data_s3_path is not None and not self.data_s3_path.strip()
 
 
 class EvaluationConfig(_Section):
@@ -70,11 +120,16 @@ class EvaluationConfig(_Section):
 
 
 class InferenceConfig(_Section):
-    max_new_tokens: int = Field(default=256, ge=1, le=32768)
+    # Nova's template allows 0..100000 (1.0) and 0..32768 (2.0); 0 would generate nothing.
+    # None: 256 for gen_qa; a judge recipe (Nova's has none) uses the judge's default.
+    max_new_tokens: int | None = Field(default=None, ge=1, le=100_000)
     top_k: int = Field(default=-1, ge=-1)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    temperature: float = Field(default=0.0, ge=0.0)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     top_logprobs: int = Field(default=0, ge=0, le=20)
+    # Nova 2.0: null (off) | low | medium | high; local models need a chat template with a
+    # thinking switch (engines/hf.py)
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
     # extensions
     engine: Literal["hf"] = "hf"
     batch_size: int | None = Field(default=None, ge=1, le=1024)
@@ -87,14 +142,23 @@ class InferenceConfig(_Section):
             raise ValueError("top_k must be -1 (off) or a positive integer")
         return value
 
+    @property
+    def generation_tokens(self) -> int:
+        """max_new_tokens, or the gen_qa default when the recipe leaves it out."""
+        return self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+
 
 class StageSwitch(_Section):
     enabled: bool = False
 
 
 class ProcessorConfig(_Section):
-    lambda_arn: str | None = None
+    lambda_arn: str | None = None  # "" (Nova's default): no processor
     handler: str | None = None
+    # Nova: custom_metrics (BYOM) | rft (a reward function, for RFT evaluation)
+    lambda_type: Literal["custom_metrics", "rft"] = "custom_metrics"
+    # Nova 2.0 RFT evaluation: a built-in reward function in place of a Lambda ("": none)
+    preset_reward_function: Literal["prime_math", "prime_code"] | None = None
     preprocessing: StageSwitch = StageSwitch()
     postprocessing: StageSwitch = StageSwitch()
     aggregation: Literal["min", "max", "average", "sum"] = "average"
@@ -108,6 +172,11 @@ class ProcessorConfig(_Section):
     @classmethod
     def _blank_target_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("preset_reward_function", mode="before")
+    @classmethod
+    def _blank_preset_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("lambda_arn")
     @classmethod
@@ -135,13 +204,27 @@ class ProcessorConfig(_Section):
     def _one_target(self) -> ProcessorConfig:
         if self.lambda_arn and self.handler:
             raise ValueError("set lambda_arn or handler, not both")
-        enabled = self.preprocessing.enabled or self.postprocessing.enabled
-        if enabled and not (self.lambda_arn or self.handler):
-            raise ValueError(
-                "preprocessing or postprocessing is enabled, but neither lambda_arn nor "
-                "handler says which processor to call"
-            )
         return self
+
+    @property
+    def target(self) -> str | None:
+        """The processor to call, or None (Nova's empty lambda_arn: no processor)."""
+        return self.lambda_arn or self.handler
+
+    @property
+    def idle_note(self) -> str | None:
+        """What the run's output says when a stage is enabled but no processor is named."""
+        enabled = [
+            f"processor.{stage}.enabled"
+            for stage in ("preprocessing", "postprocessing")
+            if getattr(self, stage).enabled
+        ]
+        if self.target or not enabled:
+            return None
+        return (
+            f"{' and '.join(enabled)} is true but processor.lambda_arn is empty: no processor "
+            "ran, only the built-in metrics (as Nova does with an empty lambda_arn)"
+        )
 
 
 class ClassificationConfig(_Section):
@@ -169,6 +252,8 @@ class DatasetConfig(_Section):
 
     on_invalid: Literal["fail", "skip"] = "fail"
     metadata_format: Literal["json", "text"] = "json"
+    # a longer line is rejected with its line number (the default allows ~100 MB images)
+    max_line_bytes: int = Field(default=128 * 1024 * 1024, ge=1024, le=2 * 1024**3)
 
 
 class ScheduleConfig(_Section):
@@ -233,8 +318,7 @@ class AnalysisConfig(_Section):
     @classmethod
     def _names_are_run_names(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-                raise ValueError(f"{name!r} is not a run.name (letters, digits, _)")
+            _check_run_name(name)
         if len(set(value)) != len(value):
             raise ValueError("names a recipe twice")
         return value
@@ -247,7 +331,6 @@ class AnalysisConfig(_Section):
 
 
 JUDGE_BACKENDS = ("hf", "bedrock", "openai")
-_RUN_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 
 
 class JudgeConfig(_Section):
@@ -263,12 +346,17 @@ class JudgeConfig(_Section):
     order: Literal["rationale_first", "verdict_first"] = "rationale_first"
     show_system: bool = True  # show the judge the system prompt the responses had to follow
     verdict_logprobs: bool = True  # hf / openai: record the verdict tokens' log probabilities
-    baseline_recipe: str | None = Field(default=None, pattern=_RUN_NAME)  # a gen_qa run.name
-    challenger_recipe: str | None = Field(default=None, pattern=_RUN_NAME)
+    baseline_recipe: str | None = None  # a gen_qa recipe's run.name
+    challenger_recipe: str | None = None
     baseline_label: str | None = Field(default=None, min_length=1, max_length=128)
     challenger_label: str | None = Field(default=None, min_length=1, max_length=128)
     bootstrap_rounds: int = Field(default=1000, ge=10, le=1_000_000)
     seed: int = 1234
+
+    @field_validator("baseline_recipe", "challenger_recipe")
+    @classmethod
+    def _is_run_name(cls, value: str | None) -> str | None:
+        return None if value is None else _check_run_name(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> JudgeConfig:
@@ -322,6 +410,36 @@ class Recipe(_Section):
         return data
 
     @model_validator(mode="after")
+    def _processor_fits_task(self) -> Recipe:
+        config = self.processor
+        if config is None or config.target is None:
+            return self
+        if config.lambda_type == "rft":
+            raise ValueError(
+                "processor.lambda_type 'rft' names a reward function for RFT evaluation "
+                "(Nova's rft_eval task, which scores rollouts as rewards); a "
+                f"{self.evaluation.task} recipe's processor computes custom metrics: set "
+                "processor.lambda_type: custom_metrics (or leave processor.lambda_arn empty)"
+            )
+        if config.preset_reward_function is not None:
+            raise ValueError(
+                "processor.preset_reward_function is for Nova's RFT evaluation (rft_eval); "
+                f"a {self.evaluation.task} recipe leaves it empty"
+            )
+        return self
+
+    @property
+    def active_processor(self) -> ProcessorConfig | None:
+        """The processor section when it names a processor to call; else None."""
+        return self.processor if self.processor and self.processor.target else None
+
+    @property
+    def notes(self) -> list[str]:
+        """What the run's output tells the user about how the recipe was read."""
+        note = self.processor.idle_note if self.processor else None
+        return [note] if note else []
+
+    @model_validator(mode="after")
     def _judge_fits_task(self) -> Recipe:
         is_judge = self.evaluation.task == "llm_judge"
         if self.judge is not None and not is_judge:
@@ -358,20 +476,53 @@ class LoadedRecipe:
 
     @property
     def name(self) -> str:
+        """run.name as written: output folders, results JSON and tables use it."""
         return self.recipe.run.name
+
+    @property
+    def key(self) -> str:
+        """The Dagster-safe form of run.name: asset key prefix, group and job names."""
+        return asset_key_prefix(self.recipe.run.name)
 
     def resolve_data_path(self) -> str:
         """``data_s3_path`` as an s3:// URI or a local path; relative paths are taken
-        relative to the recipe file's folder, so a recipe works from any working directory."""
-        if self.recipe.run.data_s3_path is None:
+        relative to the recipe file's folder, so a recipe works from any working directory.
+        Empty: the single ``.jsonl`` of SageMaker's training channel, as Nova reads it."""
+        run = self.recipe.run
+        if run.data_s3_path is None:
             raise RecipeError(
                 f"{self.path}: run.data_s3_path is not set; this judge recipe builds its "
                 "dataset by joining judge.baseline_recipe and judge.challenger_recipe"
             )
-        return resolve_relative(self.recipe.run.data_s3_path, self.path.parent)
+        if run.reads_training_channel:
+            return training_channel_dataset(self.path)
+        return resolve_relative(run.data_s3_path, self.path.parent)
 
     def with_overrides(self, **overrides: Any) -> LoadedRecipe:
         return LoadedRecipe(self.recipe.with_overrides(**overrides), self.path)
+
+
+def training_channel_dataset(recipe_path: Path) -> str:
+    """The one ``.jsonl`` file in $SM_CHANNEL_TRAIN (SageMaker's ``train`` channel)."""
+    where = f"{recipe_path}: run.data_s3_path is empty"
+    channel = os.environ.get(SAGEMAKER_TRAIN_CHANNEL)
+    if not channel:
+        raise RecipeError(
+            f"{where}, which means SageMaker's training channel, but "
+            f"${SAGEMAKER_TRAIN_CHANNEL} is not set (it is set inside a SageMaker training "
+            "job); outside one, set run.data_s3_path to the dataset's path or s3:// URI"
+        )
+    folder = Path(channel)
+    if not folder.is_dir():
+        raise RecipeError(f"{where}: ${SAGEMAKER_TRAIN_CHANNEL}={channel} is not a folder")
+    found = sorted(p for p in folder.iterdir() if p.suffix == ".jsonl" and p.is_file())
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise RecipeError(
+            f"{where}: the training channel ${SAGEMAKER_TRAIN_CHANNEL}={channel} must hold "
+            f"exactly one .jsonl file (found {names})"
+        )
+    return str(found[0].resolve())
 
 
 def resolve_relative(location: str, base: Path) -> str:
@@ -489,12 +640,22 @@ def _line_of(root: yaml.Node | None, loc: tuple[str, ...]) -> int | None:
 def discover_recipes(folder: Path) -> list[LoadedRecipe]:
     """Every ``*.yaml`` recipe in ``folder`` (not recursive), sorted by file name."""
     recipes = [load_recipe(path) for path in sorted(folder.glob("*.yaml"))]
-    names: dict[str, Path] = {}
-    for loaded in recipes:
-        if loaded.name in names:
-            raise RecipeError(
-                f"{loaded.path}: run.name '{loaded.name}' is also used by {names[loaded.name]}; "
-                "recipe names must be unique (they key the assets)"
-            )
-        names[loaded.name] = loaded.path
+    check_unique_keys(recipes)
     return recipes
+
+
+def check_unique_keys(recipes: list[LoadedRecipe]) -> None:
+    """Two recipes whose run names map to one asset key prefix cannot share a code location."""
+    seen: dict[str, LoadedRecipe] = {}
+    for loaded in recipes:
+        other = seen.get(loaded.key)
+        if other is not None:
+            same = other.name == loaded.name
+            raise RecipeError(
+                f"{loaded.path}: run.name '{loaded.name}' "
+                + ("is also used by" if same else f"and '{other.name}' of")
+                + f" {other.path}"
+                + ("" if same else f" both map to the asset key prefix '{loaded.key}'")
+                + "; recipe names must be unique (they key the assets)"
+            )
+        seen[loaded.key] = loaded

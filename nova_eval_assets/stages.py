@@ -100,7 +100,7 @@ def sha256_of(location: str) -> str:
 def sampling_settings(loaded: LoadedRecipe) -> SamplingSettings:
     inference = loaded.recipe.inference
     return SamplingSettings(
-        max_new_tokens=inference.max_new_tokens,
+        max_new_tokens=inference.generation_tokens,
         temperature=inference.temperature,
         top_k=inference.top_k,
         top_p=inference.top_p,
@@ -467,6 +467,8 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     }
     if processor is not None:
         config_general["processor"] = processor
+    if recipe.notes:
+        config_general["notes"] = recipe.notes
     document = results_document(metrics, config_general)
     if classification is not None:
         document["classification"] = classification
@@ -480,6 +482,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     paths.update(results=results_path, examples=examples_path, rejected_rows=layout.rejected_rows)
     clean = document["results"]["all"]
     summary = summary_markdown(clean, counts) + coverage_markdown(coverage)
+    summary += "".join(f"\nNote: {note}\n" for note in recipe.notes)
     if processor is not None:
         summary += processor_markdown(processor)
     if classification is not None:

@@ -72,7 +72,7 @@ def test_valid_recipe_reads_every_nova_key():
         ("  task: gen_qa", "  task: mmlu", ["r.yaml:9", "evaluation.task", "'gen_qa'"]),
         ("  metric: all", "  metric: accuracy", ["r.yaml:11", "evaluation.metric", "'all'"]),
         ("  max_new_tokens: 32", "  max_new_tokens: 0", ["inference.max_new_tokens", "at least 1"]),
-        ("  name: demo", "  name: my demo!", ["r.yaml:2", "run.name", "pattern"]),
+        ("  name: demo", "  name: my demo!", ["r.yaml:2", "run.name", "letters, digits, '-'"]),
     ],
 )
 def test_out_of_range_and_wrong_type(old, new, expected):

@@ -82,7 +82,7 @@ def build_analysis_assets(
 
 
 def _analysis_asset(loaded: LoadedRecipe, tags: dict[str, str]) -> dg.AssetsDefinition:
-    name = loaded.name
+    name = loaded.key  # Dagster-safe run.name
     settings = loaded.recipe.analysis
     report_key = dg.AssetKey([name, "aggregated_report"])
 
@@ -132,13 +132,13 @@ def _analysis_asset(loaded: LoadedRecipe, tags: dict[str, str]) -> dg.AssetsDefi
 def _comparison_asset(
     loaded: LoadedRecipe, baseline: LoadedRecipe, tags: dict[str, str]
 ) -> dg.AssetsDefinition:
-    name = loaded.name
+    name = loaded.key  # Dagster-safe run.name
 
     @dg.asset(
-        key=dg.AssetKey([name, f"comparison_vs_{baseline.name}"]),
+        key=dg.AssetKey([name, f"comparison_vs_{baseline.key}"]),
         deps=[
             dg.AssetKey([name, "aggregated_report"]),
-            dg.AssetKey([baseline.name, "aggregated_report"]),
+            dg.AssetKey([baseline.key, "aggregated_report"]),
         ],
         group_name=name,
         code_version=lineage.digest(loaded.recipe.analysis, baseline.name),

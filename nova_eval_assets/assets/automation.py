@@ -49,7 +49,7 @@ PREPARE_STAGES = ("validated_dataset", "preprocessed_prompts")
 
 
 def asset_key(loaded: LoadedRecipe, stage: str) -> dg.AssetKey:
-    return dg.AssetKey([loaded.name, stage])
+    return dg.AssetKey([loaded.key, stage])
 
 
 def dataset_file_key(loaded: LoadedRecipe) -> dg.AssetKey:
@@ -101,7 +101,7 @@ def source_assets(loaded: LoadedRecipe) -> list[dg.SourceAsset]:
 
     @dg.observable_source_asset(
         key=dataset_file_key(loaded),
-        group_name=loaded.name,
+        group_name=loaded.key,
         description=f"The dataset file {location}; data version: its sha256.",
     )
     def dataset_file() -> dg.DataVersion:
@@ -114,7 +114,7 @@ def source_assets(loaded: LoadedRecipe) -> list[dg.SourceAsset]:
 
     @dg.observable_source_asset(
         key=model_checkpoint_key(loaded),
-        group_name=loaded.name,
+        group_name=loaded.key,
         description=(
             f"The model checkpoint {loaded.recipe.run.model_name_or_path}; data version: the "
             "hash of its weights, config and tokenizer (chat template included)."
@@ -282,19 +282,19 @@ def followup_condition(
 
 
 def prepare_job_name(loaded: LoadedRecipe) -> str:
-    return f"{loaded.name}__prepare"
+    return f"{loaded.key}__prepare"
 
 
 def replicas_job_name(loaded: LoadedRecipe) -> str:
-    return f"{loaded.name}__replicas"
+    return f"{loaded.key}__replicas"
 
 
 def aggregate_job_name(loaded: LoadedRecipe) -> str:
-    return f"{loaded.name}__aggregate"
+    return f"{loaded.key}__aggregate"
 
 
 def judge_job_name(loaded: LoadedRecipe) -> str:
-    return f"{loaded.name}__judge"
+    return f"{loaded.key}__judge"
 
 
 def entry_job_name(loaded: LoadedRecipe) -> str:
@@ -369,7 +369,7 @@ def build_schedule(loaded: LoadedRecipe) -> dg.ScheduleDefinition | None:
     job_name = entry_job_name(loaded)
 
     @dg.schedule(
-        name=f"{loaded.name}__schedule",
+        name=f"{loaded.key}__schedule",
         cron_schedule=config.cron,
         execution_timezone=config.timezone,
         job_name=job_name,

@@ -57,9 +57,9 @@ def _processor_metadata(summary: dict[str, Any], stage: str) -> dict[str, Any]:
 
 def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
     recipe = loaded.recipe
-    name = loaded.name
+    name = loaded.key  # Dagster-safe run.name
     partitions = replica_partitions(recipe.run.replicas)
-    tags = {"recipe": name}
+    tags = {"recipe": loaded.name}
 
     def key(stage: str) -> dg.AssetKey:
         return dg.AssetKey([name, stage])

@@ -66,7 +66,7 @@ def _preview(path: str, rows: int = 5) -> str:
 
 def upstream_keys(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> list[dg.AssetKey]:
     return [
-        dg.AssetKey([other.name, "aggregated_report"])
+        dg.AssetKey([other.key, "aggregated_report"])
         for other in pipeline.upstream_recipes(loaded, recipes).values()
     ]
 
@@ -74,12 +74,12 @@ def upstream_keys(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> list[dg.
 def build_judge_assets(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> list[Any]:
     """validated_dataset, its blocking check, judge_results and its parse check."""
     recipe = loaded.recipe
-    name = loaded.name
+    name = loaded.key  # Dagster-safe run.name
     config = pipeline.judge_config(loaded)
     upstream = pipeline.upstream_recipes(loaded, recipes)  # validates the names early
     deps = upstream_keys(loaded, recipes)
     baseline, challenger = pipeline.labels(loaded)
-    tags = {"recipe": name, "task": "llm_judge"}
+    tags = {"recipe": loaded.name, "task": "llm_judge"}
 
     def key(stage: str) -> dg.AssetKey:
         return dg.AssetKey([name, stage])
@@ -201,7 +201,7 @@ def build_leaderboard_assets(recipes: list[LoadedRecipe]) -> list[Any]:
     judges = [r for r in recipes if pipeline.is_judge(r)]
     if not judges:
         return []
-    deps = [dg.AssetKey([r.name, "judge_results"]) for r in judges]
+    deps = [dg.AssetKey([r.key, "judge_results"]) for r in judges]
 
     @dg.asset(
         key=LEADERBOARD_KEY,
@@ -280,7 +280,7 @@ def run_judge_evaluation(
     for other in upstream.values():  # for lineage in the run's record
         definitions += build_evaluation_assets(other)
 
-    name = loaded.name
+    name = loaded.key  # Dagster-safe run.name
     prepared = runs.materialize(definitions, [dg.AssetKey([name, "validated_dataset"])])
     validation_path = EvalLayout.for_recipe(loaded).validation_report
     if not prepared.success:

@@ -40,7 +40,7 @@ def run_evaluation(
     outcome = EvaluationRun(report=None, run_ids=runs.run_ids)
 
     def materialize(stages_: list[str], partition: str | None = None) -> dg.ExecuteInProcessResult:
-        keys = [dg.AssetKey([loaded.name, stage]) for stage in stages_]
+        keys = [dg.AssetKey([loaded.key, stage]) for stage in stages_]
         return runs.materialize(definitions, keys, partition)
 
     prepared = materialize(["validated_dataset", "preprocessed_prompts"])

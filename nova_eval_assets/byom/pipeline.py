@@ -33,18 +33,18 @@ MAX_LISTED_ERRORS = 10
 
 
 def runner_for(loaded: LoadedRecipe) -> ProcessorRunner:
-    config = loaded.recipe.processor
+    config = loaded.recipe.active_processor
     assert config is not None
     return ProcessorRunner.from_config(config, loaded.path.parent)
 
 
 def preprocessing_enabled(loaded: LoadedRecipe) -> bool:
-    config = loaded.recipe.processor
+    config = loaded.recipe.active_processor
     return bool(config and config.preprocessing.enabled)
 
 
 def postprocessing_enabled(loaded: LoadedRecipe) -> bool:
-    config = loaded.recipe.processor
+    config = loaded.recipe.active_processor
     return bool(config and config.postprocessing.enabled)
 
 
@@ -107,7 +107,7 @@ def check_preprocess_rate(loaded: LoadedRecipe, summary: dict[str, Any], rows: i
             "preprocessing",
             summary["preprocess_errors"],
             rows,
-            loaded.recipe.processor.max_error_rate,  # type: ignore[union-attr]
+            loaded.recipe.active_processor.max_error_rate,  # type: ignore[union-attr]
         )
 
 
@@ -228,7 +228,8 @@ def custom_aggregates(loaded: LoadedRecipe, table: pa.Table) -> dict[str, float]
             values.setdefault(name, []).append(value)
     if not values:
         return {}
-    aggregation = loaded.recipe.processor.aggregation if loaded.recipe.processor else "average"
+    config = loaded.recipe.active_processor
+    aggregation = config.aggregation if config else "average"
     return aggregate_custom(values, aggregation)
 
 
@@ -246,7 +247,7 @@ def _sum(table: pa.Table, column: str) -> float:
 
 def processor_section(loaded: LoadedRecipe, table: pa.Table) -> dict[str, Any] | None:
     """The processor's configuration, error counts and timings over the whole run."""
-    config = loaded.recipe.processor
+    config = loaded.recipe.active_processor
     if config is None:
         return None
     pre_errors = _count_set(table, "preprocess_error")
@@ -287,7 +288,7 @@ def check_report_rate(loaded: LoadedRecipe, section: dict[str, Any] | None, rows
             "processor",
             section["processor_errors"],
             rows,
-            loaded.recipe.processor.max_error_rate,  # type: ignore[union-attr]
+            loaded.recipe.active_processor.max_error_rate,  # type: ignore[union-attr]
         )
 
 
@@ -319,7 +320,7 @@ def processor_fingerprint(loaded: LoadedRecipe) -> str | None:
     version (Dagster then marks the processed assets stale); None for other targets."""
     import hashlib
 
-    config = loaded.recipe.processor
+    config = loaded.recipe.active_processor
     if config is None or not config.handler:
         return None
     target = config.handler.rpartition(":")[0]

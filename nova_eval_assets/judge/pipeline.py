@@ -49,6 +49,8 @@ NOVA_JUDGE_TASK_KEY = "custom|llm_judge_judge|0"
 DETAILS_COLUMNS = ("example", "gold", "predictions", "metrics", "specifics")
 #: The top-k list the judge asks for when it records verdict log probabilities.
 VERDICT_TOP_LOGPROBS = 20
+# a judge recipe without inference.max_new_tokens (as Nova's are): room for a rationale
+JUDGE_MAX_NEW_TOKENS = 512
 #: Breakdowns by metadata field stop at this many distinct values.
 MAX_METADATA_VALUES = 50
 UPSTREAM_COLUMNS = ["row_index", "line", "system", "prompt", "metadata", "prediction", "error"]
@@ -109,7 +111,7 @@ def sampling_settings(loaded: LoadedRecipe) -> SamplingSettings:
     if config.backend == "bedrock":
         top = 0
     return SamplingSettings(
-        max_new_tokens=inference.max_new_tokens,
+        max_new_tokens=inference.max_new_tokens or JUDGE_MAX_NEW_TOKENS,
         temperature=inference.temperature,
         top_k=inference.top_k,
         top_p=inference.top_p,

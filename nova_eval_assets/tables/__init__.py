@@ -63,7 +63,7 @@ def tables_root() -> str:
 
 
 def _custom_aggregation(loaded: LoadedRecipe) -> str:
-    processor = loaded.recipe.processor
+    processor = loaded.recipe.active_processor
     return processor.aggregation if processor else "average"
 
 
