@@ -63,7 +63,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nova_eval_assets.recipe import RecipeError, load_recipe
 
     try:
-        loaded = load_recipe(args.recipe).with_overrides(replicas=args.replicas, limit=args.limit)
+        loaded = load_recipe(args.recipe).with_overrides(
+            replicas=args.replicas, limit=args.limit, max_new_tokens=args.max_new_tokens
+        )
     except RecipeError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -179,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe")
     run.add_argument("--replicas", type=int, help="override run.replicas")
     run.add_argument("--limit", type=int, help="evaluate only the first N dataset rows")
+    run.add_argument(
+        "--max-new-tokens", type=int, help="override inference.max_new_tokens (a quick try)"
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument(
         "--no-upstream",

@@ -455,15 +455,21 @@ class Recipe(_Section):
             raise ValueError("a judge recipe cannot judge its own run.name")
         return self
 
-    def with_overrides(self, *, replicas: int | None = None, limit: int | None = None) -> Recipe:
+    def with_overrides(
+        self,
+        *,
+        replicas: int | None = None,
+        limit: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Recipe:
         """A copy with CLI overrides applied (validated like the file)."""
-        run = self.run.model_dump()
-        if replicas is not None:
-            run["replicas"] = replicas
-        if limit is not None:
-            run["limit"] = limit
         data = self.model_dump()
-        data["run"] = run
+        if replicas is not None:
+            data["run"]["replicas"] = replicas
+        if limit is not None:
+            data["run"]["limit"] = limit
+        if max_new_tokens is not None:
+            data["inference"]["max_new_tokens"] = max_new_tokens
         return Recipe.model_validate(data)
 
 
