@@ -293,3 +293,37 @@ def test_mlflow_keys_are_read_and_blank_means_unset():
     assert recipe.run.mlflow_tracking_uri is None
     assert recipe.run.mlflow_experiment_name == "exp"
     assert recipe.run.mlflow_run_name is None
+
+
+def test_code_location_loads_recipes_with_hyphenated_names(tmp_path):
+    """The whole code location (assets, checks, jobs, schedules, sensors, tables, dbt) with a
+    gen_qa and a judge recipe whose names have hyphens."""
+    import shutil
+
+    from nova_eval_assets.definitions import build_definitions
+
+    folder = tmp_path / "recipes"
+    shutil.copytree(PROJECT / "recipes", folder)
+    multinode = MULTINODE.read_text().replace("../../recipes/", "")
+    (folder / "multinode.yaml").write_text(multinode + "schedule:\n  cron: '0 3 * * *'\n")
+    judge = (folder / "judge_support_tickets.yaml").read_text()
+    judge = judge.replace("name: judge_support_tickets", "name: judge-support-tickets")
+    judge = judge.replace(
+        "challenger_recipe: support_tickets_no_system",
+        "challenger_recipe: support-ticket-eval-multinode",
+    )
+    (folder / "judge_support_tickets.yaml").write_text(judge)
+    defs = build_definitions(discover_recipes(folder))
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert "support_ticket_eval_multinode/inference_outputs" in keys
+    assert "judge_support_tickets/judge_results" in keys
+    job = defs.resolve_job_def("support_ticket_eval_multinode__replicas")
+    assert job.partitions_def is not None
+    assert job.partitions_def.get_partition_keys() == ["0", "1", "2", "3"]
+    schedule = defs.resolve_schedule_def("support_ticket_eval_multinode__schedule")
+    assert schedule.cron_schedule == "0 3 * * *"
+    # the judge's validated_dataset waits for the hyphenated challenger's aggregate
+    graph = defs.resolve_asset_graph()
+    parents = graph.get(dg.AssetKey(["judge_support_tickets", "validated_dataset"])).parent_keys
+    assert dg.AssetKey(["support_ticket_eval_multinode", "aggregated_report"]) in parents
