@@ -34,7 +34,7 @@ METADATA_KEY = b"nova_eval.lineage"
 #: Bump when the inference stage's output changes for the same inputs (not the engine: its
 #: source files are hashed into the code version).
 INFERENCE_REVISION = 1
-_ENGINE_SOURCES = ("base.py", "hf.py", "models.py")
+_ENGINE_SOURCES = ("base.py", "hf.py", "models.py", "reasoning.py")
 
 
 def digest(*parts: Any) -> str:

@@ -121,7 +121,7 @@ def test_rows_longer_than_the_context_are_errors_and_the_aggregate_says_what_it_
     assert coverage["failed_rows_by_stage"] == {"inference": 1}
     (reason,) = coverage["failure_reasons"]
     assert reason["stage"] == "inference" and reason["rows"] == 1
-    assert "context of N tokens minus max_new_tokens=N" in reason["reason"]
+    assert "fills the model's context of N tokens" in reason["reason"]
     (failure,) = coverage["first_failures"]
     assert (failure["row_index"], failure["line"]) == (3, 4)
     assert "The metrics cover 3 of 4 rows" in report["summary_markdown"]

@@ -24,6 +24,9 @@ BLOCK_BATCHES = 4
 #: The most entries a top-logprobs list may have (the Nova recipe allows 0..20).
 MAX_TOP_LOGPROBS = 20
 
+#: Nova's `inference.reasoning_effort` levels (None: reasoning off).
+REASONING_EFFORTS = ("low", "medium", "high")
+
 
 def block_size(batch_size: int) -> int:
     """Rows per block for a given batch size: ``batch_size * 4``.
@@ -53,6 +56,9 @@ class SamplingSettings:
     top_p: float = 1.0
     top_logprobs: int = 0  # 0..20, 0 = no top list (chosen token logprob still recorded)
     seed: int = 1234
+    # None = off; else the model thinks first (engines/reasoning.py) and `Generation.text`
+    # is only the answer
+    reasoning_effort: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -66,6 +72,11 @@ class SamplingSettings:
         if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
             raise ValueError(
                 f"top_logprobs must be in 0..{MAX_TOP_LOGPROBS} (0 = off), got {self.top_logprobs}"
+            )
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
+            raise ValueError(
+                f"reasoning_effort must be null or one of {', '.join(REASONING_EFFORTS)}, "
+                f"got {self.reasoning_effort!r}"
             )
 
     @property
@@ -100,6 +111,12 @@ class Generation:
     `latency_s` is this row's share of its batch's wall time (batch time divided
     by the number of rows in the batch), so summing it over rows gives the total
     generation time.
+
+    With `SamplingSettings.reasoning_effort` set, `text` is the answer only and
+    `reasoning` the model's reasoning (None: it wrote no reasoning block), while
+    `tokens` stay every generated token, reasoning first.  `max_new_tokens` is the
+    generation budget this row had: the requested one, or less when prompt plus
+    answer would not fit the model's context (None: the engine does not say).
     """
 
     row_index: int
@@ -110,6 +127,8 @@ class Generation:
     latency_s: float
     finish_reason: str  # "stop" | "length" | "error"
     error: str | None = None
+    reasoning: str | None = None
+    max_new_tokens: int | None = None
 
 
 @runtime_checkable

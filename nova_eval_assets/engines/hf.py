@@ -18,6 +18,15 @@ chat template's system turn: all rows of a gen_qa dataset usually share their
 `system` text), that head is run once and its KV cache copied to every row, so a
 batch's prefill costs one head plus each row's own tail.
 
+Context: a row generates at most `max_new_tokens`, clipped to what its prompt leaves of
+the model's context (Nova's 1.0 recipes ask for 8196 tokens of an 8k model); the budget a
+row had is `Generation.max_new_tokens`.  Only a prompt that fills the context alone is an
+error row.
+
+Reasoning (`SamplingSettings.reasoning_effort`, engines/reasoning.py): the chat template's
+thinking switch is passed to `apply_chat_template`, and the generated text is split into
+`Generation.reasoning` and the answer, `Generation.text`.
+
 Numerics: left padding and a shared head change the shapes of the matrix products
 a row goes through, so its log probabilities differ from a one-at-a-time run in
 the last float bits (measured up to ~3e-5 in float32 on CPU); greedy token choices
@@ -44,6 +53,13 @@ from .base import (
 from .base import block_size as _block_size
 from .cpu_threads import CoreShare, fixed_threads, process_share, user_chose_threads
 from .models import ResolvedModel, cache_root, ensure_chat_template, load_dir, resolve_model
+from .reasoning import (
+    TemplateReasoning,
+    inspect_template,
+    not_supported,
+    opens_thinking,
+    split_reasoning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +79,8 @@ class _Prepared:
     index: int  # position in the caller's list
     row_index: int
     ids: list[int]
+    budget: int = 0  # tokens this row may generate (generate sets it: see row_budget)
+    thinking: bool = False  # the prompt ends inside a <think> block (engines/reasoning.py)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -104,6 +122,7 @@ class HFEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self.model_name = str(model_name_or_path)  # as the recipe names it, for messages
         self.resolved: ResolvedModel = resolve_model(model_name_or_path)
         self.model_id = self.resolved.model_id
         folder = load_dir(self.resolved)
@@ -116,6 +135,12 @@ class HFEngine:
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.chat_template = ensure_chat_template(self.tokenizer)
+        # a ChatML fallback or raw prompts have no thinking switch
+        self.reasoning = (
+            inspect_template(self.tokenizer.chat_template)
+            if self.chat_template == "own"
+            else TemplateReasoning()
+        )
         self.tokenizer.padding_side = "left"
         kwargs = {"dtype": self.dtype}
         if attn_implementation:
@@ -186,8 +211,14 @@ class HFEngine:
     def block_size(self, batch_size: int) -> int:
         return _block_size(batch_size)
 
-    def format_prompt(self, request: GenerationRequest) -> str:
-        """The prompt text as the model sees it (chat template, generation prompt added)."""
+    def check_settings(self, settings: SamplingSettings) -> None:
+        """Refuse settings this model cannot follow before any row is generated."""
+        if settings.reasoning_effort is not None and not self.reasoning.supported:
+            raise not_supported(self.model_name)
+
+    def format_prompt(self, request: GenerationRequest, reasoning_effort: str | None = None) -> str:
+        """The prompt text as the model sees it (chat template, generation prompt added, the
+        template's thinking switch set for `reasoning_effort`)."""
         if self.chat_template == "none":
             return f"{request.system}\n\n{request.prompt}" if request.system else request.prompt
         messages = []
@@ -195,16 +226,31 @@ class HFEngine:
             messages.append({"role": "system", "content": request.system})
         messages.append({"role": "user", "content": request.prompt})
         return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
+            messages,
+            add_generation_prompt=True,
+            tokenize=False,
+            **self.reasoning.template_kwargs(reasoning_effort),
         )
 
-    def encode(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
-        """Prompt token ids, as `generate` feeds them to the model."""
+    def _texts_and_ids(
+        self, requests: Sequence[GenerationRequest], reasoning_effort: str | None
+    ) -> tuple[list[str], list[list[int]]]:
         if not requests:
-            return []
-        texts = [self.format_prompt(r) for r in requests]
+            return [], []
+        texts = [self.format_prompt(r, reasoning_effort) for r in requests]
         add_special = self.chat_template == "none"
-        return self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+        return texts, self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+
+    def encode(
+        self, requests: Sequence[GenerationRequest], reasoning_effort: str | None = None
+    ) -> list[list[int]]:
+        """Prompt token ids, as `generate` feeds them to the model."""
+        return self._texts_and_ids(requests, reasoning_effort)[1]
+
+    def row_budget(self, prompt_tokens: int, max_new_tokens: int) -> int:
+        """Tokens a row may generate: `max_new_tokens`, or what the prompt leaves of the
+        context when that is less (0: the prompt fills the context alone)."""
+        return max(0, min(max_new_tokens, self.max_context - prompt_tokens))
 
     def piece(self, token_id: int) -> str:
         """Decoded text of one token (memoized)."""
@@ -223,29 +269,35 @@ class HFEngine:
         batch_size: int | None = None,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> list[Generation]:
+        self.check_settings(settings)
         batch_size = int(batch_size or self.default_batch_size)
         block = _block_size(batch_size)
         total = len(requests)
         results: list[Generation | None] = [None] * total
-        limit = self.max_context - settings.max_new_tokens
-        done = 0
+        done, clipped = 0, 0
 
         for start in range(0, total, block):
             prepared = []
             stop = min(total, start + block)
-            block_ids = self.encode(requests[start:stop])
+            texts, block_ids = self._texts_and_ids(requests[start:stop], settings.reasoning_effort)
             for i in range(start, stop):
                 request, ids = requests[i], block_ids[i - start]
-                if len(ids) > limit:
+                budget = self.row_budget(len(ids), settings.max_new_tokens)
+                if budget < 1:
                     results[i] = _error(
                         request.row_index,
                         len(ids),
-                        f"prompt is {len(ids)} tokens; the model's context of {self.max_context} "
-                        f"tokens minus max_new_tokens={settings.max_new_tokens} leaves {limit}",
+                        f"prompt is {len(ids)} tokens and fills the model's context of "
+                        f"{self.max_context} tokens; no room is left to generate",
+                        max_new_tokens=0,
                     )
                     done += 1
-                else:
-                    prepared.append(_Prepared(i, request.row_index, ids))
+                    continue
+                clipped += budget < settings.max_new_tokens
+                thinking = settings.reasoning_effort is not None and opens_thinking(
+                    texts[i - start]
+                )
+                prepared.append(_Prepared(i, request.row_index, ids, budget, thinking))
             prepared.sort(key=lambda p: (len(p.ids), p.index))
             batches = [prepared[j : j + batch_size] for j in range(0, len(prepared), batch_size)]
             for batch in batches:
@@ -259,6 +311,15 @@ class HFEngine:
                     on_batch(done, total)
             if not batches and on_batch is not None:
                 on_batch(done, total)
+        if clipped:
+            logger.warning(
+                "max_new_tokens=%d does not fit the model's context of %d tokens with the "
+                "prompt for %d of %d rows; clipped to what each prompt leaves",
+                settings.max_new_tokens,
+                self.max_context,
+                clipped,
+                total,
+            )
         return results  # type: ignore[return-value]
 
     def _generate_with_retry(
@@ -277,7 +338,8 @@ class HFEngine:
         if len(batch) == 1:
             item = batch[0]
             logger.warning("row %d does not fit in memory even alone: %s", item.row_index, message)
-            return [_error(item.row_index, len(item.ids), f"out of memory: {message}")]
+            error = f"out of memory: {message}"
+            return [_error(item.row_index, len(item.ids), error, max_new_tokens=item.budget)]
         half = (len(batch) + 1) // 2
         logger.warning(
             "out of memory on a batch of %d rows; retrying as %d + %d",
@@ -377,7 +439,8 @@ class HFEngine:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            for _step in range(settings.max_new_tokens):
+            budgets = [p.budget for p in batch]
+            for _step in range(max(budgets)):
                 logits = out.logits[:, -1, :].float()
                 logprobs = torch.log_softmax(logits, dim=-1)
                 if greedy:
@@ -403,7 +466,7 @@ class HFEngine:
                         tops[r].append(
                             [(self.piece(t), v) for t, v in zip(top_i[k], top_v[k], strict=True)]
                         )
-                    if len(chosen_ids[r]) < settings.max_new_tokens:
+                    if len(chosen_ids[r]) < budgets[r]:
                         keep.append(k)
                 if not keep:
                     break
@@ -433,15 +496,25 @@ class HFEngine:
                 )
                 for j, (t, lp) in enumerate(zip(chosen_ids[r], chosen_lps[r], strict=True))
             ]
+            text = self.tokenizer.decode(chosen_ids[r], skip_special_tokens=False)
+            reasoning = None
+            if settings.reasoning_effort is not None:
+                # `tokens` (and their log probabilities) stay every generated token, the
+                # reasoning's included; only the text is split
+                reasoning, text = split_reasoning(
+                    text, inside=p.thinking, harmony=self.reasoning.harmony
+                )
             generations.append(
                 Generation(
                     row_index=p.row_index,
-                    text=self.tokenizer.decode(chosen_ids[r], skip_special_tokens=False),
+                    text=text,
                     tokens=tokens,
                     prompt_tokens=len(p.ids),
                     completion_tokens=len(tokens),
                     latency_s=0.0,
                     finish_reason=finish[r],
+                    reasoning=reasoning,
+                    max_new_tokens=p.budget,
                 )
             )
         return generations
@@ -494,7 +567,9 @@ def _sample(logits, settings: SamplingSettings, generators) -> object:
     return indices.gather(1, slot)[:, 0]
 
 
-def _error(row_index: int, prompt_tokens: int, message: str) -> Generation:
+def _error(
+    row_index: int, prompt_tokens: int, message: str, max_new_tokens: int | None = None
+) -> Generation:
     return Generation(
         row_index=row_index,
         text="",
@@ -504,4 +579,5 @@ def _error(row_index: int, prompt_tokens: int, message: str) -> Generation:
         latency_s=0.0,
         finish_reason="error",
         error=message,
+        max_new_tokens=max_new_tokens,
     )

@@ -294,6 +294,24 @@ def ensure_chat_template(tokenizer) -> str:
     return "none"
 
 
+def load_chat_template(resolved: ResolvedModel) -> str | dict | None:
+    """The chat template the engine would use, without loading weights or converting a GGUF
+    (for `nova-eval validate`): the tokenizer of a folder (or of a GGUF's finished
+    conversion), else the ``tokenizer.chat_template`` field of the GGUF's metadata, which is
+    where the conversion takes it from.  None: the engine would fall back to ChatML or raw
+    prompts."""
+    folder = resolved.path if not resolved.is_gguf else converted_dir(resolved)
+    if resolved.is_gguf and not _is_complete(folder):
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(resolved.path)).fields.get("tokenizer.chat_template")
+        return field.contents() if field is not None else None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return tokenizer.chat_template if ensure_chat_template(tokenizer) == "own" else None
+
+
 # --------------------------------------------------------------------------- GGUF cache
 
 
