@@ -16,6 +16,7 @@ from nova_eval_assets.assets.automation import build_orchestration
 from nova_eval_assets.assets.dbt import build_dbt_assets, dbt_project, dbt_resource
 from nova_eval_assets.assets.judge import build_judge_assets, build_leaderboard_assets
 from nova_eval_assets.assets.tables import build_table_assets, table_resources
+from nova_eval_assets.assets.tracking import build_tracking_assets
 from nova_eval_assets.recipe import LoadedRecipe, discover_recipes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,8 @@ def build_definitions(recipes: list[LoadedRecipe]) -> dg.Definitions:
     assets += build_leaderboard_assets(recipes)  # [] without llm_judge recipes
     for loaded in recipes:  # analysis_report and comparisons ([] for llm_judge recipes)
         assets += build_analysis_assets(loaded, recipes)
+    for loaded in recipes:  # the MLflow run of each, when tracking is configured
+        assets += build_tracking_assets(loaded)
     # the Athena-ready tables of every run, their DDL, and the dbt models over them
     assets += build_table_assets(recipes)
     project = dbt_project()

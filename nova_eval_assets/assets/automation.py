@@ -17,7 +17,9 @@ and settings (read from the lineage each replica's Parquet records). The same co
 re-aggregates after a backfill of chosen replica partitions, and holds back while a
 backfill is still running or when the replicas are a mix of stale and fresh ones. After
 the aggregate come the follow-ups (:func:`followup_condition`): the analysis report, the
-evaluation's own partition of the tables, then their DDL.
+evaluation's own partition of the tables, then their DDL, and the MLflow run when tracking
+is configured (assets/tracking.py; after the analysis report, for judges after
+judge_results).
 
 Runs started by ``nova-eval run`` (tag ``launched_by: nova-eval-cli``) drive their own
 sequence in process, ending with their own aggregate; they do not trigger the replica
@@ -267,10 +269,10 @@ def aggregate_condition(loaded: LoadedRecipe) -> dg.AutomationCondition:
 def followup_condition(
     parents_by_partition: dict[str, dg.AssetKey] | None = None,
 ) -> dg.AutomationCondition:
-    """A step after an evaluation (its analysis report, the tables and their DDL): it runs
-    when what it reads was materialized after its own latest run, once nothing it reads is
-    running. After ``nova-eval run`` it does not: the CLI runs these steps itself, after the
-    aggregate, so their runs are the newer ones."""
+    """A step after an evaluation (its analysis report, the tables and their DDL, its MLflow
+    run): it runs when what it reads was materialized after its own latest run, once nothing
+    it reads is running. After ``nova-eval run`` it does not: the CLI runs these steps
+    itself, after the aggregate, so their runs are the newer ones."""
     return (
         DependencyUpdatedSinceLastRun(parents_by_partition)
         & ~dg.AutomationCondition.any_deps_in_progress()
@@ -400,8 +402,9 @@ def automation_interval() -> int:
 def build_automation_sensors(recipes: list[LoadedRecipe]) -> list[dg.SensorDefinition]:
     """Three automation sensors, all running by default: the replica stages (their runs carry
     the deployment's ``replica`` run tags: GPU requests), the aggregates, and the follow-ups
-    (the assets tagged ``nova_eval/followup``: analysis reports, tables, DDL), the last two
-    evaluated on the user code server, where the replicas' lineage can be read."""
+    (the assets tagged ``nova_eval/followup``: analysis reports, tables, DDL, MLflow runs),
+    the last two evaluated on the user code server, where the replicas' lineage can be
+    read."""
     interval = automation_interval()
     followups = dg.AutomationConditionSensorDefinition(
         "nova_eval_followups",
@@ -410,7 +413,9 @@ def build_automation_sensors(recipes: list[LoadedRecipe]) -> list[dg.SensorDefin
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=interval,
         use_user_code_server=True,
-        description="Analysis reports, tables and their DDL after an evaluation updated.",
+        description=(
+            "Analysis reports, tables and their DDL, MLflow runs after an evaluation updated."
+        ),
     )
     gen_qa = [r for r in recipes if is_gen_qa(r)]
     if not gen_qa:

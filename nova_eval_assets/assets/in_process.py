@@ -9,8 +9,11 @@ import dagster as dg
 
 from nova_eval_assets.assets.automation import CLI_TAGS
 
-# The progress bar tells the story on the terminal; the full event log is in the instance.
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+def quiet_console(level: str) -> dict[str, Any]:
+    """The progress bar tells the story on the terminal; the full event log is in the
+    instance: the console logger shows ``level`` and up."""
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
 def cli_tags(recipe_name: str) -> dict[str, str]:
@@ -41,16 +44,18 @@ class InProcessRuns:
         assets: Sequence[Any],
         keys: Sequence[dg.AssetKey] | None = None,
         partition: str | None = None,
+        quiet_level: str = "WARNING",
     ) -> dg.ExecuteInProcessResult:
         """Materialize ``keys`` of ``assets`` (all of them when None); failures are
-        returned, not raised."""
+        returned, not raised. With quiet logs, the console shows ``quiet_level`` and up
+        (CRITICAL: a step whose failure the caller reports itself, in one line)."""
         result = dg.materialize(
             assets,
             instance=self.instance,
             selection=None if keys is None else dg.AssetSelection.assets(*keys),
             partition_key=partition,
             raise_on_error=False,
-            run_config=QUIET_CONSOLE if self.quiet_logs else None,
+            run_config=quiet_console(quiet_level) if self.quiet_logs else None,
             tags=cli_tags(self.recipe_name),
         )
         self.run_ids.append(result.run_id)
