@@ -2,7 +2,8 @@
 
 A dataset is JSONL: one JSON object per line. Blank lines are ignored (they are not rows).
 Every other line ends up either among the validated rows or among the rejected rows with
-its line number and reasons, so every input row is accounted for.
+its line number and reasons, so every input row is accounted for. A dataset without a
+single row (an empty file, only blank lines, or every row rejected) is always invalid.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from nova_eval_assets import storage
 
 MAX_LISTED_PROBLEMS = 20
 _BATCH_ROWS = 10_000
+# the recipe's default (DatasetConfig.max_line_bytes): room for ~100 MB of inline images
+DEFAULT_MAX_LINE_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,33 @@ class ValidationOutcome:
     table: pa.Table
     rejected: list[RejectedRow] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    lines_read: int = 0
+    lines_read: int = 0  # rows read (non-blank lines), valid or not
+    blank_lines: int = 0
+
+    @property
+    def no_rows(self) -> bool:
+        """Nothing to evaluate: no row, or no valid one. Invalid under every policy."""
+        return self.table.num_rows == 0
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.no_rows
 
     def report(self, limit: int = MAX_LISTED_PROBLEMS) -> str:
         if self.ok:
             return f"{self.source}: {self.table.num_rows} valid rows"
+        if self.lines_read == 0:
+            what = (
+                f"the file has only blank lines ({self.blank_lines})"
+                if self.blank_lines
+                else "the file is empty"
+            )
+            return f"{self.source}: no rows: {what}"
         shown = "\n".join(f"  {self.source}: {p}" for p in self.problems[:limit])
         more = len(self.problems) - limit
         tail = f"\n  ... and {more} more" if more > 0 else ""
+        if self.no_rows:
+            tail += f"\n  {self.source}: no valid rows: all {self.lines_read} rows were rejected"
         return (
             f"{self.source}: {len(self.problems)} problem(s) in {len(self.rejected)} of "
             f"{self.lines_read} rows (showing the first {min(limit, len(self.problems))}):\n"
@@ -157,8 +175,14 @@ def validate_dataset(
     schema: DatasetSchema = GEN_QA,
     metadata_format: str = "json",
     limit: int | None = None,
+    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
 ) -> ValidationOutcome:
-    """Validate every line of a JSONL dataset; rows stream into Arrow batches."""
+    """Validate every line of a JSONL dataset; rows stream into Arrow batches.
+
+    Lines are read as bytes and decoded one by one, so a line that is not UTF-8 or is
+    longer than ``max_line_bytes`` is rejected with its line number while the others are
+    validated as usual.
+    """
     target = arrow_schema(schema)
     batches: list[pa.RecordBatch] = []
     pending: dict[str, list] = {name: [] for name in target.names}
@@ -171,11 +195,18 @@ def validate_dataset(
             for values in pending.values():
                 values.clear()
 
-    for line_number, text in _numbered_rows(location):
+    for line_number, raw in _numbered_lines(location, max_line_bytes):
+        text, problem = _decode(line_number, raw, max_line_bytes)
+        if problem is None and not text.strip():
+            outcome.blank_lines += 1  # blank lines are not rows
+            continue
         if limit is not None and outcome.lines_read >= limit:
             break
         outcome.lines_read += 1
-        row, problems = check_row(line_number, text, schema, metadata_format)
+        if problem is None:
+            row, problems = check_row(line_number, text, schema, metadata_format)
+        else:
+            row, problems = None, [problem]
         if row is None:
             outcome.problems.extend(problems)
             outcome.rejected.append(RejectedRow(line_number, text, [str(p) for p in problems]))
@@ -192,15 +223,36 @@ def validate_dataset(
     return outcome
 
 
-def _numbered_rows(location: str) -> Iterator[tuple[int, str]]:
+def _decode(
+    line_number: int, raw: storage.RawLine, max_line_bytes: int | None
+) -> tuple[str, Problem | None]:
+    """The line's text, or (a readable rendering of it, the problem that rejects it)."""
+    if raw.oversized:
+        shown = raw.data.decode("utf-8", errors="replace")
+        reason = (
+            f"line is {raw.size} bytes, over dataset.max_line_bytes ({max_line_bytes}); "
+            f"not parsed (the rejected row keeps its first {len(raw.data)} bytes)"
+        )
+        return shown, Problem(line_number, None, reason)
     try:
-        for number, text in enumerate(storage.iter_lines(location), start=1):
-            if text.strip():
-                yield number, text
+        return raw.data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        bad = raw.data[exc.start : exc.start + 1].hex()
+        reason = (
+            f"not valid UTF-8: byte 0x{bad} at byte {exc.start} of the line "
+            f"(byte offset {raw.offset + exc.start} in the file): {exc.reason}"
+        )
+        # the rejected row keeps the text readable: each bad byte becomes U+FFFD
+        return raw.data.decode("utf-8", errors="replace"), Problem(line_number, None, reason)
+
+
+def _numbered_lines(
+    location: str, max_line_bytes: int | None
+) -> Iterator[tuple[int, storage.RawLine]]:
+    try:
+        yield from enumerate(storage.iter_raw_lines(location, max_line_bytes), start=1)
     except FileNotFoundError as exc:
         raise DatasetFileError(f"{location}: dataset file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise DatasetFileError(f"{location}: not UTF-8 text ({exc.reason})") from exc
 
 
 class DatasetFileError(ValueError):

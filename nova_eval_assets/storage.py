@@ -7,12 +7,14 @@ half-written file that a later stage would read.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +137,16 @@ def read_bytes(location: str) -> bytes:
         return stream.read()
 
 
+def sha256(location: str) -> str:
+    """The file's SHA-256 (hex), read in chunks: datasets can be larger than memory."""
+    digest = hashlib.sha256()
+    fs, path = _filesystem(location)
+    with fs.open_input_stream(path) as stream:
+        while chunk := stream.read(_READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def read_json(location: str) -> Any:
     return json.loads(read_bytes(location))
 
@@ -146,6 +158,71 @@ def iter_lines(location: str) -> Iterator[str]:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")  # type: ignore[arg-type]
         for line in text:
             yield line.rstrip("\r\n")
+
+
+@dataclass(frozen=True)
+class RawLine:
+    """One line of a file as bytes, without its line ending.
+
+    ``offset`` is the byte offset of the line's first byte in the file and ``size`` its
+    length in bytes. A line longer than the reader's ``max_bytes`` is ``oversized``: only
+    its first bytes are kept in ``data``, so a huge line never sits whole in memory.
+    """
+
+    offset: int
+    data: bytes
+    size: int
+    oversized: bool = False
+
+
+_READ_CHUNK = 1 << 20
+_OVERSIZED_KEEP = 1024
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def iter_raw_lines(location: str, max_bytes: int | None = None) -> Iterator[RawLine]:
+    """Lines of a file as bytes (split on ``\\n``, a trailing ``\\r`` dropped), streamed.
+
+    Bytes, not text, so that a caller can say which line holds an invalid UTF-8 byte and
+    still read the others. A UTF-8 byte-order mark at the start of the file is skipped.
+    Lines over ``max_bytes`` are read in chunks and kept only as a short prefix.
+    """
+    fs, path = _filesystem(location)
+    limit = max_bytes if max_bytes is not None else -1
+    with fs.open_input_stream(path) as raw:
+        stream = io.BufferedReader(raw, buffer_size=_READ_CHUNK)  # type: ignore[arg-type]
+        offset = 0
+        while True:
+            piece = stream.readline(_READ_CHUNK)
+            if not piece:
+                return
+            start = offset
+            kept, size, tail, truncated = [piece], len(piece), piece[-2:], False
+            while not piece.endswith(b"\n"):  # a line longer than one chunk
+                piece = stream.readline(_READ_CHUNK)
+                if not piece:
+                    break
+                size += len(piece)
+                tail = (tail + piece)[-2:]
+                if truncated:
+                    continue
+                kept.append(piece)
+                # over the limit even without a line ending and a byte-order mark
+                if 0 <= limit < size - 2 - len(_UTF8_BOM):
+                    truncated = True
+                    kept = [b"".join(kept)[:_OVERSIZED_KEEP]]
+            offset = start + size
+            ending = 2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0
+            size -= ending
+            data = b"".join(kept)
+            if len(data) > size:  # it holds the whole line and its ending
+                data = data[:size]
+            if start == 0 and data.startswith(_UTF8_BOM):
+                data, start, size = data[len(_UTF8_BOM) :], len(_UTF8_BOM), size - len(_UTF8_BOM)
+            if 0 <= limit < size:
+                yield RawLine(start, data[:_OVERSIZED_KEEP], size, oversized=True)
+            else:
+                yield RawLine(start, data, size)
 
 
 def write_parquet(location: str, table: pa.Table) -> None:

@@ -232,7 +232,7 @@ evaluation: {task: gen_qa, strategy: gen_qa}
         ("analysis: {colour: red}", "unknown key 'analysis.colour'; allowed keys here: enabled"),
         ("analysis: {confidence: vibes}", "analysis.confidence = 'vibes' is not allowed"),
         ("analysis: {confidence: label}", "needs analysis.label_field"),
-        ("analysis: {compare_with: 'not-a-name'}", "is not a run.name"),
+        ("analysis: {compare_with: 'not/a-name'}", "not a run name"),
         ("analysis: {length_ratio_min: 3}", "length_ratio_min must be below length_ratio_max"),
     ],
 )

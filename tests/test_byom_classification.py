@@ -297,10 +297,6 @@ classification:
     ("extra", "expected"),
     [
         (
-            "processor:\n  postprocessing:\n    enabled: true\n",
-            ["r.yaml:8", "processor:", "neither lambda_arn nor handler"],
-        ),
-        (
             "processor:\n  handler: h.py:f\n  lambda_arn: arn:aws:lambda:us-east-1:123456789012:"
             "function:f\n",
             ["processor:", "lambda_arn or handler, not both"],

@@ -6,15 +6,20 @@ import itertools
 import json
 from pathlib import Path
 
+import dagster as dg
+import pyarrow as pa
 import pytest
 
+from nova_eval_assets import cli, stages, storage
 from nova_eval_assets.dataset import (
     GEN_QA,
     JUDGE,
+    DatasetError,
     DatasetFileError,
     shard_ranges,
     validate_dataset,
 )
+from nova_eval_assets.layout import EvalLayout
 
 GOOD = {"system": "s", "query": "q", "response": "r", "metadata": '{"difficulty": "easy"}'}
 
@@ -111,12 +116,143 @@ def test_judge_schema(tmp_path: Path):
     assert "line 2, field 'response_B': missing required field" in outcome.report()
 
 
-def test_missing_and_non_utf8_files(tmp_path: Path):
-    with pytest.raises(DatasetFileError, match="not found"):
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(DatasetFileError, match=r"nope\.jsonl: dataset file not found"):
         validate_dataset(str(tmp_path / "nope.jsonl"), GEN_QA)
-    (tmp_path / "latin1.jsonl").write_bytes(b'{"query": "caf\xe9", "response": "r"}\n')
-    with pytest.raises(DatasetFileError, match="not UTF-8"):
-        validate_dataset(str(tmp_path / "latin1.jsonl"), GEN_QA)
+
+
+# 31 bytes: {"query": "q", "response": "r"}
+SHORT = b'{"query": "q", "response": "r"}'
+# 14 bytes before the Latin-1 e-acute: {"query": "caf
+LATIN1 = b'{"query": "caf\xe9", "response": "r"}'
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "no rows: the file is empty"),
+        (b"\n   \r\n\t\n", "no rows: the file has only blank lines (3)"),
+    ],
+)
+def test_a_file_without_rows_is_invalid(tmp_path: Path, content: bytes, expected: str):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(content)
+    outcome = validate_dataset(str(path))
+    assert not outcome.ok and outcome.no_rows
+    assert outcome.lines_read == 0 and not outcome.problems
+    assert outcome.report() == f"{path}: {expected}"
+
+
+def test_every_row_rejected_leaves_no_rows(tmp_path: Path):
+    outcome = validate_dataset(write_lines(tmp_path / "d.jsonl", ["{bad", "[1]"]))
+    assert outcome.no_rows
+    assert "no valid rows: all 2 rows were rejected" in outcome.report()
+
+
+def test_invalid_utf8_names_the_line_and_byte_offsets(tmp_path: Path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(SHORT + b"\n" + LATIN1 + b"\n" + SHORT + b"\n")
+    outcome = validate_dataset(str(path))
+    # line 2 starts at byte 32 (31 + the newline); its bad byte is its 15th, offset 14
+    assert [str(p) for p in outcome.problems] == [
+        "line 2: not valid UTF-8: byte 0xe9 at byte 14 of the line "
+        "(byte offset 46 in the file): invalid continuation byte"
+    ]
+    assert [r["line"] for r in outcome.table.to_pylist()] == [1, 3]  # the others are read
+    (rejected,) = outcome.rejected
+    assert rejected.line == 2
+    assert rejected.raw == '{"query": "caf\ufffd", "response": "r"}'  # readable, marked
+    assert f"{path}: line 2: not valid UTF-8" in outcome.report()
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path: Path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + SHORT + b"\n\xff\n")
+    outcome = validate_dataset(str(path))
+    assert outcome.table.num_rows == 1
+    # offsets stay file offsets: the mark (3) + line 1 (31) + newline (1)
+    assert "line 2: not valid UTF-8: byte 0xff at byte 0 of the line (byte offset 35 " in str(
+        outcome.problems[0]
+    )
+
+
+def long_row(query_bytes: int) -> bytes:
+    """A valid row of 30 + query_bytes bytes: {"query": " (11) + query + ", ... } (19)."""
+    return b'{"query": "' + b"x" * query_bytes + b'", "response": "r"}'
+
+
+@pytest.mark.parametrize("chunk", [None, 100])  # None: the default 1 MiB reads
+def test_a_line_over_max_line_bytes_is_rejected_with_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int | None
+):
+    if chunk:  # small reads: the long lines span many chunks
+        monkeypatch.setattr(storage, "_READ_CHUNK", chunk)
+    path = tmp_path / "d.jsonl"
+    # line 1: exactly the limit (994 + 30 = 1024 bytes, CRLF not counted): accepted;
+    # line 2: 1000 + 30 = 1030 bytes: rejected; line 3: 5000 + 30 bytes: rejected
+    path.write_bytes(long_row(994) + b"\r\n" + long_row(1000) + b"\n" + long_row(5000) + b"\n")
+    outcome = validate_dataset(str(path), max_line_bytes=1024)
+    assert [r["line"] for r in outcome.table.to_pylist()] == [1]
+    assert [str(p) for p in outcome.problems] == [
+        f"line {n}: line is {size} bytes, over dataset.max_line_bytes (1024); not parsed "
+        "(the rejected row keeps its first 1024 bytes)"
+        for n, size in ((2, 1030), (3, 5030))
+    ]
+    assert [r.raw for r in outcome.rejected] == [
+        long_row(1000)[:1024].decode(),
+        long_row(5000)[:1024].decode(),
+    ]
+    assert validate_dataset(str(path), max_line_bytes=1029).table.num_rows == 1
+    assert validate_dataset(str(path), max_line_bytes=1030).table.num_rows == 2
+    assert validate_dataset(str(path), max_line_bytes=None).table.num_rows == 3
+
+
+def test_skip_policy_rejects_only_the_bad_lines(make_recipe, tmp_path: Path):
+    loaded = make_recipe([], dataset={"on_invalid": "skip", "max_line_bytes": 1024})
+    other = b'{"query": "w", "response": "r"}'
+    (tmp_path / "tiny.jsonl").write_bytes(b"\n".join([SHORT, LATIN1, long_row(2000), other]))
+    _, summary = stages.run_validation(loaded)
+    assert summary["lines_read"] == 4 and summary["valid_rows"] == 2
+    layout = EvalLayout.for_recipe(loaded)
+    assert storage.read_parquet(layout.validated)["line"].to_pylist() == [1, 4]
+    rejected = [json.loads(line) for line in Path(layout.rejected_rows).read_text().splitlines()]
+    assert rejected == [
+        {
+            "line": 2,
+            "reasons": [
+                "line 2: not valid UTF-8: byte 0xe9 at byte 14 of the line "
+                "(byte offset 46 in the file): invalid continuation byte"
+            ],
+            "raw": '{"query": "caf\ufffd", "response": "r"}',
+        },
+        {
+            "line": 3,
+            "reasons": [
+                "line 3: line is 2030 bytes, over dataset.max_line_bytes (1024); not parsed "
+                "(the rejected row keeps its first 1024 bytes)"
+            ],
+            "raw": long_row(2000)[:1024].decode(),
+        },
+    ]
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_no_rows_stops_the_validation_stage_under_either_policy(make_recipe, tmp_path, policy):
+    loaded = make_recipe([], dataset={"on_invalid": policy})
+    (tmp_path / "tiny.jsonl").write_bytes(b"")
+    layout = EvalLayout.for_recipe(loaded)
+    storage.write_parquet(layout.validated, pa.table({"row_index": [0]}))  # an older run's
+    if policy == "skip":
+        with pytest.raises(DatasetError, match="no rows: the file is empty"):
+            stages.run_validation(loaded)
+    else:
+        with pytest.raises(DatasetError, match="no rows: the file is empty"):
+            stages.validate_or_raise(loaded)
+    summary = storage.read_json(layout.validation_report)
+    assert summary["ok"] is False and summary["valid_rows"] == 0
+    assert summary["report"].endswith("tiny.jsonl: no rows: the file is empty")
+    assert not storage.exists(layout.validated)  # nothing left for a later stage to read
+    assert Path(layout.rejected_rows).read_text() == ""
 
 
 @pytest.mark.parametrize(
@@ -141,3 +277,47 @@ def test_shards_cover_every_row_once_on_block_boundaries(replicas):
     for (_, end), (start, _) in itertools.pairwise(ranges):
         assert end == start
     assert all(start % 32 == 0 for start, _ in ranges)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n \n"])
+def test_validate_cli_refuses_a_file_without_rows(make_recipe, tmp_path, capsys, content):
+    for policy in ("fail", "skip"):
+        loaded = make_recipe([], dataset={"on_invalid": policy})
+        (tmp_path / "tiny.jsonl").write_bytes(content)
+        assert cli.main(["validate", str(loaded.path)]) == 1
+        out = capsys.readouterr().out
+        assert f"{tmp_path / 'tiny.jsonl'}: no rows: the file " in out
+        assert "would be written" not in out
+
+
+def test_validate_cli_names_the_bad_lines(make_recipe, tmp_path, capsys):
+    loaded = make_recipe([], dataset={"max_line_bytes": 1024})
+    (tmp_path / "tiny.jsonl").write_bytes(b"\n".join([SHORT, LATIN1, long_row(1000)]))
+    assert cli.main(["validate", str(loaded.path)]) == 1
+    out = capsys.readouterr().out
+    assert "2 problem(s) in 2 of 3 rows" in out
+    assert "tiny.jsonl: line 2: not valid UTF-8: byte 0xe9 at byte 14 of the line" in out
+    assert "tiny.jsonl: line 3: line is 1030 bytes, over dataset.max_line_bytes (1024)" in out
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_run_cli_stops_at_validation_before_any_model_loads(
+    make_recipe, tmp_path, monkeypatch, capsys, policy
+):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    # an ephemeral instance: a real one captures compute logs, which fights capsys
+    instance = dg.DagsterInstance.ephemeral()
+    monkeypatch.setattr(dg.DagsterInstance, "get", staticmethod(lambda: instance))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for a dataset without rows")
+
+    monkeypatch.setattr(stages, "create_engine", no_model)
+    loaded = make_recipe([], dataset={"on_invalid": policy})
+    (tmp_path / "tiny.jsonl").write_bytes(b"\n\n")
+    assert cli.main(["run", str(loaded.path), "--limit", "2", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'tiny.jsonl'}: no rows: the file has only blank lines (2)" in err
+    first = {"fail": "The dataset is invalid", "skip": "The dataset has no rows to evaluate"}
+    assert err.startswith(first[policy]), err  # one message, no stack trace first
+    assert not Path(EvalLayout.for_recipe(loaded).prompts).exists()

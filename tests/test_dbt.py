@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from nova_eval_assets.assets.materialize import run_evaluation
 from nova_eval_assets.assets.tables import build_table_assets, materialize_tables
 from nova_eval_assets.tables import build, duck, writer
 from tests.conftest import ticket_lines
+from tests.test_tables_writer import examples
 
 DBT = str(Path(sys.executable).parent / "dbt")
 
@@ -98,6 +100,59 @@ def judge_rows(root: str) -> None:
         run, {"winrate": 0.7, "lower_rate": 0.4, "upper_rate": 0.9}, extra
     )
     writer.write_run(root, "judge_summary", run.partition, [summary])
+
+
+def build_both_ways(checkout: Path) -> dict[str, list[tuple]]:
+    """`dbt build` as a user runs it in a checkout whose tables are in the default place
+    (``checkout/outputs/tables``, no $NOVA_EVAL_TABLES_ROOT): from the checkout's root, then
+    from inside ``dbt_athena/`` (sharing the first run's target/, saved parse included).
+    Returns, per way, the eval_name and row count of the ``stg_eval_examples`` view."""
+    project = checkout / "dbt_athena"
+    ignore = shutil.ignore_patterns("target", "logs", "*.duckdb", ".user.yml")
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=ignore)
+    drop = ("NOVA_EVAL_TABLES_ROOT", DUCKDB_PATH_ENV, "DBT_TARGET_PATH", "DBT_LOG_PATH")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    ways = {
+        "root": (checkout, ["--project-dir", "dbt_athena", "--profiles-dir", "dbt_athena"]),
+        "inside": (project, ["--profiles-dir", "."]),
+    }
+    counts = {}
+    for way, (cwd, args) in ways.items():
+        command = [DBT, "build", *args, "--target", "duckdb"]
+        done = subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, f"{way}: {done.stdout[-4000:]}{done.stderr[-2000:]}"
+        database = cwd / "nova_eval_dbt.duckdb"  # the profile's default: the working dir
+        con = duckdb.connect(str(database), read_only=True)
+        try:  # the view reads outputs/tables, relative to the checkout as in the profile
+            con.execute(f"SET file_search_path = '{checkout}'")
+            counts[way] = con.execute(
+                "SELECT eval_name, count(*) FROM stg_eval_examples GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        finally:
+            con.close()
+    return counts
+
+
+def test_dbt_builds_from_the_root_and_from_inside_the_project(tmp_path: Path):
+    """Tables written by the project's writer into the default outputs/tables; the DuckDB
+    sources find them whichever folder dbt runs from."""
+    root = str(tmp_path / "outputs" / "tables")
+    writer.ensure_tables(root)
+    run = build.RunInfo("tiny", "r1", datetime(2025, 3, 2, tzinfo=UTC), "m", "gen_qa")
+    writer.write_run(
+        root, "eval_examples", run.partition, [build.to_eval_examples(examples(6), run)]
+    )
+    results = {
+        "config_general": {"num_scored": 5, "task": "gen_qa"},
+        "results": {"all": {"em": 0.4, "em_stderr": 0.2}},
+    }
+    rows = build.overall_metric_rows(results)
+    writer.write_run(root, "eval_metrics", run.partition, [build.metrics_table(run, rows)])
+    judge_rows(root)
+    assert build_both_ways(tmp_path) == {"root": [("tiny", 6)], "inside": [("tiny", 6)]}
 
 
 @pytest.mark.model
@@ -173,6 +228,10 @@ def test_dbt_build_on_the_tables_of_a_real_evaluation(make_recipe, tmp_path, mon
         assert win == (6, 1, 3, 1, 1, pytest.approx(3.5 / 5), 0.7)
     finally:
         con.close()
+
+    # as a user runs it, from the root and from inside dbt_athena/, on the default root
+    expected = [("base", 4), ("challenger", 4)]
+    assert build_both_ways(tmp_path) == {"root": expected, "inside": expected}
 
     # the same build as Dagster runs it: the dbt models downstream of the tables
     project = dbt_project()

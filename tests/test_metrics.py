@@ -98,8 +98,33 @@ def test_quasi_exact_match() -> None:
     assert quasi_exact_match("3", "3.0") == 0.0
     assert quasi_exact_match("cat", "dog") == 0.0
     assert quasi_exact_match("state-of-the-art", "state of art") == 1.0
-    assert quasi_exact_match("the", "a") == 1.0  # both normalize to ""
-    assert quasi_exact_match("", "") == 1.0
+    assert quasi_exact_match("the", "a") == 1.0  # both normalize to "" (pred not empty)
+
+
+def test_em_and_qem_of_an_empty_prediction_are_zero() -> None:
+    # lighteval 0.10 ExactMatches.compute_one_item: `if not pred: return 0` before any
+    # strip or normalization. Gold "the" normalizes to "" like the empty prediction, so
+    # the plain comparison would give qem 1; the rule gives 0.
+    assert normalize_answer("the") == normalize_answer("") == ""
+    assert quasi_exact_match("the", "") == 0.0
+    assert quasi_exact_match("", "") == 0.0
+    assert exact_match("", "") == 0.0
+    assert exact_match("Paris", "") == 0.0
+    # a white-space-only prediction is not empty: stripped, then compared as usual
+    assert exact_match("", " ") == 1.0
+    assert quasi_exact_match("the", " \n") == 1.0
+    assert quasi_exact_match("Paris", " ") == 0.0
+    # the other metrics keep lighteval's empty-set rule (f1 via nltk f_measure -> 0.0)
+    got = example_metrics("the", "")
+    assert got == {
+        "em": 0.0,
+        "qem": 0.0,
+        "f1": 0.0,
+        "f1_score_quasi": 0.0,
+        "rouge1": 0.0,
+        "rouge2": 0.0,
+        "rougeL": 0.0,
+    }
 
 
 # ---------------------------------------------------------------------------

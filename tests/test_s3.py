@@ -4,6 +4,7 @@ tables in the bucket, read back with `nova-eval query`."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from moto.server import ThreadedMotoServer
 
 from nova_eval_assets import cli, storage
 from nova_eval_assets.assets.materialize import run_evaluation
+from nova_eval_assets.dataset import validate_dataset
 from nova_eval_assets.recipe import load_recipe
 from nova_eval_assets.tables import build, duck, writer
 from tests.conftest import ticket_lines
@@ -71,6 +73,24 @@ def test_storage_on_s3_writes_atomically(s3):
     assert keys(s3, "a/") == ["a/b.json"]
     storage.delete(location)
     assert keys(s3, "a/") == []
+
+
+def test_dataset_lines_on_s3_are_checked_one_by_one(s3):
+    # line 2: a Latin-1 byte at offset 14 of the line (32 + 14 = 46 in the file);
+    # line 3: 11 + 2000 + 19 = 2030 bytes, over the limit; lines 1 and 4 are valid
+    good = b'{"query": "q", "response": "r"}'
+    lines = [good, b'{"query": "caf\xe9", "response": "r"}', b'{"query": "' + b"x" * 2000]
+    lines[2] += b'", "response": "r"}'
+    s3.put_object(Bucket=BUCKET, Key="d.jsonl", Body=b"\n".join([*lines, good]) + b"\n")
+    outcome = validate_dataset(f"s3://{BUCKET}/d.jsonl", max_line_bytes=1024)
+    assert outcome.table["line"].to_pylist() == [1, 4]
+    assert [str(p).split(";")[0] for p in outcome.problems] == [
+        "line 2: not valid UTF-8: byte 0xe9 at byte 14 of the line "
+        "(byte offset 46 in the file): invalid continuation byte",
+        "line 3: line is 2030 bytes, over dataset.max_line_bytes (1024)",
+    ]
+    stored = s3.get_object(Bucket=BUCKET, Key="d.jsonl")["Body"].read()
+    assert storage.sha256(f"s3://{BUCKET}/d.jsonl") == hashlib.sha256(stored).hexdigest()
 
 
 def test_tables_on_s3_replace_a_rerun_and_read_back(s3):

@@ -25,6 +25,18 @@ def validation_metadata(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stop_message(summary: dict[str, Any], what: str = "dataset") -> str | None:
+    """The one message a CLI run stops with when validation leaves it nothing to do (None:
+    go on): an invalid dataset under ``on_invalid: fail``, or no valid row at all."""
+    if summary["ok"]:
+        return None
+    if summary["policy"] == "fail":
+        return f"The {what} is invalid (dataset.on_invalid: fail):\n{summary['report']}"
+    if summary.get("no_rows"):
+        return f"The {what} has no rows to evaluate:\n{summary['report']}"
+    return None
+
+
 def build_validation_check(
     loaded: LoadedRecipe, asset: dg.AssetsDefinition, description: str
 ) -> dg.AssetChecksDefinition:

@@ -4,6 +4,10 @@ Definitions (as lighteval computes them, which is what Nova reports):
 
 - ``em``: gold and prediction are both ``str.strip()``-ed; 1.0 if equal else 0.0.
 - ``qem``: the same after :func:`normalize_answer` (HELM normalization).
+  Both are 0.0 for an empty prediction (``""``, tested before stripping), whatever the
+  gold: lighteval 0.10's ``ExactMatches.compute_one_item`` starts with
+  ``if not pred: return 0``. A white-space-only prediction is not empty, so it is
+  stripped and compared as usual.
 - ``f1``: F-measure of the *sets* of white-space tokens (``str.split()``) of gold and
   prediction, no normalization. Duplicate tokens count once. Like lighteval (which calls
   ``nltk.scores.f_measure`` and maps ``None`` to 0), the result is 0.0 when either token
@@ -109,13 +113,18 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(gold: str, pred: str) -> float:
-    """``em``: 1.0 if the stripped strings are equal, else 0.0."""
+    """``em``: 1.0 if the stripped strings are equal, else 0.0; 0.0 if ``pred`` is empty."""
+    if not pred:  # lighteval 0.10 checks this before stripping
+        return 0.0
     return 1.0 if gold.strip() == pred.strip() else 0.0
 
 
 def quasi_exact_match(gold: str, pred: str) -> float:
-    """``qem``: exact match after :func:`normalize_answer` on both sides."""
-    return 1.0 if normalize_answer(gold).strip() == normalize_answer(pred).strip() else 0.0
+    """``qem``: exact match after :func:`normalize_answer` on both sides; 0.0 if ``pred``
+    is empty (so a gold that normalizes to nothing, such as ``"the"``, does not match it)."""
+    if not pred:
+        return 0.0
+    return 1.0 if normalize_answer(gold.strip()) == normalize_answer(pred.strip()) else 0.0
 
 
 def _set_f1(gold_tokens: set[str], pred_tokens: set[str]) -> float:
