@@ -32,6 +32,11 @@ def ensure_dagster_home() -> Path:
 def cmd_validate(args: argparse.Namespace) -> int:
     from nova_eval_assets.byom.runner import ProcessorConfigError, load_handler
     from nova_eval_assets.dataset import SCHEMAS, DatasetFileError, validate_dataset
+    from nova_eval_assets.engines.models import ModelResolutionError
+    from nova_eval_assets.engines.reasoning import (
+        ReasoningNotSupportedError,
+        check_recipe_reasoning,
+    )
     from nova_eval_assets.recipe import RecipeError, load_recipe
 
     try:
@@ -43,30 +48,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
             loaded.resolve_data_path(),
             SCHEMAS[recipe.evaluation.task],
             metadata_format=recipe.dataset.metadata_format,
+            max_line_bytes=recipe.dataset.max_line_bytes,
         )
         if recipe.processor is not None and recipe.processor.handler:  # BYOM: it must load
             load_handler(recipe.processor.handler, loaded.path.parent)
-    except (RecipeError, DatasetFileError, ProcessorConfigError) as exc:
+        check_recipe_reasoning(recipe)  # reads the model's chat template only
+    except (
+        RecipeError,
+        DatasetFileError,
+        ProcessorConfigError,
+        ReasoningNotSupportedError,
+        ModelResolutionError,
+    ) as exc:
         print(exc, file=sys.stderr)
         return 2
     print(f"{loaded.path}: recipe '{loaded.name}' is valid")
     print(outcome.report())
     if outcome.ok:
         return 0
-    if recipe.dataset.on_invalid == "skip":
+    if recipe.dataset.on_invalid == "skip" and not outcome.no_rows:
         print("dataset.on_invalid is 'skip': these rows would be written to rejected_rows.jsonl")
         return 0
-    return 1
+    return 1  # under "skip" too when no valid row is left: there is nothing to evaluate
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from nova_eval_assets.engines.models import ModelResolutionError
+    from nova_eval_assets.engines.reasoning import (
+        ReasoningNotSupportedError,
+        check_recipe_reasoning,
+    )
     from nova_eval_assets.recipe import RecipeError, load_recipe
 
     try:
         loaded = load_recipe(args.recipe).with_overrides(
             replicas=args.replicas, limit=args.limit, max_new_tokens=args.max_new_tokens
         )
-    except RecipeError as exc:
+        check_recipe_reasoning(loaded.recipe)  # before Dagster starts: a message, no traceback
+    except (RecipeError, ReasoningNotSupportedError, ModelResolutionError) as exc:
         print(exc, file=sys.stderr)
         return 2
     ensure_dagster_home()
@@ -84,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"Evaluation '{loaded.name}' of {loaded.recipe.run.model_name_or_path}")
     print(report["summary_markdown"])
     _print_outputs(report["paths"], outcome.run_ids, started)
-    return 0
+    return _tracking_status(outcome)
 
 
 def _print_outputs(paths: dict[str, str], run_ids: list[str], started: float) -> None:
@@ -93,6 +112,18 @@ def _print_outputs(paths: dict[str, str], run_ids: list[str], started: float) ->
         print(f"  {label:<17} {location}")
     print(f"Dagster runs: {', '.join(run_ids)} (see them with `make ui`)")
     print(f"Done in {time.monotonic() - started:.1f} s")
+
+
+def _tracking_status(outcome) -> int:
+    """The MLflow run's URL; 1 when the MLflow step failed (the results are written)."""
+    tracked = outcome.report.get("mlflow")
+    if tracked:
+        where = tracked["url"] or f"{tracked['run_id']} (experiment {tracked['experiment']})"
+        print(f"MLflow run: {where}")
+    if outcome.tracking_error:
+        print(outcome.tracking_error, file=sys.stderr)
+        return 1
+    return 0
 
 
 def _validate_judge_join(loaded) -> int:
@@ -143,7 +174,7 @@ def _run_judge(loaded, args: argparse.Namespace, started: float) -> int:
         print("Leaderboard (Bradley-Terry, Elo scale):")
         print(report["leaderboard"]["markdown"])
     _print_outputs(report["paths"], outcome.run_ids, started)
-    return 0
+    return _tracking_status(outcome)
 
 
 def cmd_query(args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ nothing else; the CLI and tests can call them directly.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ from nova_eval_assets.dataset import (
 )
 from nova_eval_assets.engines import create_engine
 from nova_eval_assets.engines.base import Engine, GenerationRequest, SamplingSettings
+from nova_eval_assets.engines.reasoning import check_recipe_reasoning
 from nova_eval_assets.layout import EvalLayout, safe_name, timestamp
 from nova_eval_assets.metrics import (
     PER_EXAMPLE_METRICS,
@@ -65,11 +65,15 @@ INFERENCE_SCHEMA = pa.schema(
     [
         *PROMPT_COLUMNS,
         pa.field("replica", pa.int32()),
-        pa.field("prediction", pa.string()),
+        pa.field("prediction", pa.string()),  # the answer (without reasoning), as scored
+        pa.field("reasoning", pa.string()),  # inference.reasoning_effort: the model's thinking
         pa.field("finish_reason", pa.string()),
         pa.field("error", pa.string()),
         pa.field("prompt_tokens", pa.int32()),
         pa.field("completion_tokens", pa.int32()),
+        # the row's generation budget: inference.max_new_tokens, or less when the prompt
+        # leaves less of the model's context
+        pa.field("max_new_tokens", pa.int32()),
         pa.field("latency_s", pa.float64()),
         pa.field("token_logprobs", pa.list_(TOKEN_LOGPROB)),
     ]
@@ -94,7 +98,7 @@ METRICS_SCHEMA = pa.schema(
 
 
 def sha256_of(location: str) -> str:
-    return hashlib.sha256(storage.read_bytes(location)).hexdigest()
+    return storage.sha256(location)
 
 
 def sampling_settings(loaded: LoadedRecipe) -> SamplingSettings:
@@ -106,6 +110,7 @@ def sampling_settings(loaded: LoadedRecipe) -> SamplingSettings:
         top_p=inference.top_p,
         top_logprobs=inference.top_logprobs,
         seed=inference.seed,
+        reasoning_effort=inference.reasoning_effort,
     )
 
 
@@ -117,6 +122,9 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
 
     Under ``dataset.on_invalid: fail`` an invalid dataset is reported (the report file is
     written) but no rows are handed on; callers raise :class:`DatasetError` from the outcome.
+    A dataset with no valid row (empty, only blank lines, every row rejected) is handed on
+    under no policy; under ``skip`` this raises :class:`DatasetError` once the report is
+    written, so the run stops here rather than in a later stage.
     """
     recipe = loaded.recipe
     layout = EvalLayout.for_recipe(loaded)
@@ -126,8 +134,9 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
         SCHEMAS[recipe.evaluation.task],
         metadata_format=recipe.dataset.metadata_format,
         limit=recipe.run.limit,
+        max_line_bytes=recipe.dataset.max_line_bytes,
     )
-    strict_failure = not outcome.ok and recipe.dataset.on_invalid == "fail"
+    strict_failure = not outcome.ok and (recipe.dataset.on_invalid == "fail" or outcome.no_rows)
     summary: dict[str, Any] = {
         "source": source,
         "dataset_sha256": sha256_of(source),
@@ -138,6 +147,7 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
         "problem_count": len(outcome.problems),
         "policy": recipe.dataset.on_invalid,
         "ok": outcome.ok,
+        "no_rows": outcome.no_rows,  # nothing to evaluate: invalid under either policy
         "report": outcome.report(),
         "validated_path": layout.validated,
         "rejected_path": layout.rejected_rows,
@@ -148,6 +158,8 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
         storage.write_parquet(layout.validated, outcome.table)
     elif storage.exists(layout.validated):
         storage.delete(layout.validated)  # never leave an older run's rows to be picked up
+    if outcome.no_rows and recipe.dataset.on_invalid == "skip":
+        raise DatasetError(outcome)  # "skip" keeps the valid rows, and there are none
     return outcome, summary
 
 
@@ -221,7 +233,9 @@ def run_inference(
         if on_batch is not None:
             on_batch(table.num_rows, table.num_rows)
         return _inference_summary(table, recorded, path, reused=True)
-    engine = engine or load_engine(loaded)
+    if engine is None:
+        check_recipe_reasoning(loaded.recipe)  # from the chat template, before loading weights
+        engine = load_engine(loaded)
     # Shards start on the engine's batching blocks, so the replica count never changes
     # which rows are batched together (and so never changes the results).
     batch_size = loaded.recipe.inference.batch_size or engine.default_batch_size
@@ -229,6 +243,9 @@ def run_inference(
     start, end = replica_range(prompts.num_rows, replica, replicas, block)
     shard = prompts.slice(start, end - start)
     settings = sampling_settings(loaded)
+    check_settings = getattr(engine, "check_settings", None)
+    if check_settings is not None:  # e.g. reasoning on a model without a thinking switch
+        check_settings(settings)
     checkpoints = resume.BlockCheckpoints(path, recorded["data_version"])
     parts, resumed, elapsed, generated_now = [], 0, 0.0, 0
     for index, offset in enumerate(range(0, shard.num_rows, block)):
@@ -281,10 +298,12 @@ def _generate_block(
     columns = rows.to_pydict()
     columns["replica"] = [replica] * rows.num_rows
     columns["prediction"] = [g.text for g in generations]
+    columns["reasoning"] = [g.reasoning for g in generations]
     columns["finish_reason"] = [g.finish_reason for g in generations]
     columns["error"] = [g.error for g in generations]
     columns["prompt_tokens"] = [g.prompt_tokens for g in generations]
     columns["completion_tokens"] = [g.completion_tokens for g in generations]
+    columns["max_new_tokens"] = [g.max_new_tokens for g in generations]
     columns["latency_s"] = [g.latency_s for g in generations]
     columns["token_logprobs"] = [
         [
@@ -422,6 +441,42 @@ def aggregate_all(loaded: LoadedRecipe, table: pa.Table) -> dict[str, float]:
     return {**aggregate_metrics(table), **byom.custom_aggregates(loaded, table)}
 
 
+def _span(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}..{high}"
+
+
+def inference_warnings(loaded: LoadedRecipe, table: pa.Table) -> list[str]:
+    """What the run's results should warn about: today, max_new_tokens clipped to the
+    model's context (the engine records each row's budget in `max_new_tokens`)."""
+    if "max_new_tokens" not in table.column_names:
+        return []
+    requested = loaded.recipe.inference.generation_tokens
+    rows = table.select(["prompt_tokens", "max_new_tokens", "finish_reason"]).to_pylist()
+    clipped = [
+        r
+        for r in rows
+        if r["finish_reason"] != "error"  # a prompt that fills the context is an error row
+        and r["max_new_tokens"] is not None
+        and r["max_new_tokens"] < requested
+    ]
+    if not clipped:
+        return []
+    # a clipped row's budget is what its prompt left: prompt + budget is the context
+    context = _span([r["prompt_tokens"] + r["max_new_tokens"] for r in clipped])
+    budgets = _span([r["max_new_tokens"] for r in clipped])
+    share = f"{len(clipped)} of {len(rows)} rows"
+    if requested >= max(r["prompt_tokens"] + r["max_new_tokens"] for r in clipped):
+        return [
+            f"inference.max_new_tokens {requested} exceeds the model's context of {context} "
+            f"tokens; clipped to {budgets} tokens per row ({share}; prompt + answer must fit)"
+        ]
+    return [
+        f"inference.max_new_tokens {requested} plus the prompt exceeds the model's context of "
+        f"{context} tokens for {share}; clipped to {budgets} tokens (prompt + answer must fit)"
+    ]
+
+
 def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[str, Any]:
     """Fan in every replica: the results JSON, the Nova export and our typed examples table."""
     layout = EvalLayout.for_recipe(loaded)
@@ -469,6 +524,8 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         config_general["processor"] = processor
     if recipe.notes:
         config_general["notes"] = recipe.notes
+    warnings = inference_warnings(loaded, table)
+    config_general["warnings"] = warnings
     document = results_document(metrics, config_general)
     if classification is not None:
         document["classification"] = classification
@@ -483,6 +540,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     clean = document["results"]["all"]
     summary = summary_markdown(clean, counts) + coverage_markdown(coverage)
     summary += "".join(f"\nNote: {note}\n" for note in recipe.notes)
+    summary += "".join(f"\nWarning: {warning}\n" for warning in warnings)
     if processor is not None:
         summary += processor_markdown(processor)
     if classification is not None:
@@ -494,6 +552,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         "summary_markdown": summary,
         "coverage": coverage,
         "lineage": run_lineage,
+        "warnings": warnings,
     }
     if processor is not None:
         report["processor"] = processor

@@ -18,8 +18,8 @@ from dagster import AssetExecutionContext
 
 from nova_eval_assets import lineage, progress, storage
 from nova_eval_assets.assets.validation import (
-    VALIDATION_CHECK,
     build_validation_check,
+    stop_message,
     validation_metadata,
 )
 from nova_eval_assets.judge import pipeline
@@ -257,7 +257,12 @@ def run_judge_evaluation(
 
     from nova_eval_assets.assets.evaluation import build_evaluation_assets
     from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
-    from nova_eval_assets.assets.materialize import EvaluationRun, run_evaluation, write_tables
+    from nova_eval_assets.assets.materialize import (
+        EvaluationRun,
+        run_evaluation,
+        track,
+        write_tables,
+    )
 
     instance = instance or dg.DagsterInstance.get()
     runs = InProcessRuns(instance, loaded.name, quiet_logs)
@@ -275,21 +280,23 @@ def run_judge_evaluation(
         if done.report is None:
             outcome.message = f"{role} recipe {other.name} failed:\n{done.message}"
             return outcome
+        if done.tracking_error:  # its results are written: judge them, report it at the end
+            outcome.add_tracking_error(done.tracking_error)
 
     definitions = build_judge_assets(loaded, recipes) + build_leaderboard_assets(recipes)
     for other in upstream.values():  # for lineage in the run's record
         definitions += build_evaluation_assets(other)
 
     name = loaded.key  # Dagster-safe run.name
-    prepared = runs.materialize(definitions, [dg.AssetKey([name, "validated_dataset"])])
+    prepared = runs.materialize(
+        definitions, [dg.AssetKey([name, "validated_dataset"])], quiet_level="CRITICAL"
+    )
     validation_path = EvalLayout.for_recipe(loaded).validation_report
     if not prepared.success:
-        failed = [e.step_key or "" for e in prepared.all_events if e.is_step_failure]
-        if failed and all(key.endswith(VALIDATION_CHECK) for key in failed):
-            outcome.message = "The judge dataset is invalid (dataset.on_invalid: fail):\n"
-            outcome.message += storage.read_json(validation_path)["report"]
-        else:  # the join or the validation itself failed
-            outcome.message = failure_message(prepared)
+        # the dataset stopped the run (its report says why), or the join itself failed
+        validation = storage.read_json(validation_path) if storage.exists(validation_path) else None
+        stopped = stop_message(validation, "judge dataset") if validation else None
+        outcome.message = stopped or failure_message(prepared)
         return outcome
 
     total = 2 * storage.read_json(validation_path)["valid_rows"]
@@ -314,4 +321,5 @@ def run_judge_evaluation(
     board = runs.materialize(definitions, [LEADERBOARD_KEY])
     if board.success:
         outcome.report["leaderboard"] = pipeline.read_leaderboard(recipes)
+    track(loaded, runs, outcome)  # the judge's own MLflow run (assets/tracking.py)
     return outcome

@@ -18,6 +18,8 @@ from nova_eval_assets.assets.analysis import materialize_analysis
 from nova_eval_assets.assets.evaluation import build_evaluation_assets
 from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
 from nova_eval_assets.assets.tables import materialize_tables
+from nova_eval_assets.assets.tracking import materialize_tracking
+from nova_eval_assets.assets.validation import stop_message
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
 
@@ -27,6 +29,11 @@ class EvaluationRun:
     report: dict[str, Any] | None
     message: str = ""
     run_ids: list[str] = field(default_factory=list)
+    # the MLflow step failed (the results are written; report is set), one line per run
+    tracking_error: str = ""
+
+    def add_tracking_error(self, message: str) -> None:
+        self.tracking_error = "\n".join(filter(None, [self.tracking_error, message]))
 
 
 def run_evaluation(
@@ -39,16 +46,19 @@ def run_evaluation(
     definitions = build_evaluation_assets(loaded)
     outcome = EvaluationRun(report=None, run_ids=runs.run_ids)
 
-    def materialize(stages_: list[str], partition: str | None = None) -> dg.ExecuteInProcessResult:
+    def materialize(
+        stages_: list[str], partition: str | None = None, quiet_level: str = "WARNING"
+    ) -> dg.ExecuteInProcessResult:
         keys = [dg.AssetKey([loaded.key, stage]) for stage in stages_]
-        return runs.materialize(definitions, keys, partition)
+        return runs.materialize(definitions, keys, partition, quiet_level)
 
-    prepared = materialize(["validated_dataset", "preprocessed_prompts"])
+    # a dataset that stops the run is reported below in one message, not as a stack trace
+    prepared = materialize(["validated_dataset", "preprocessed_prompts"], quiet_level="CRITICAL")
     layout = EvalLayout.for_recipe(loaded)
     validation = storage.read_json(layout.validation_report)
-    if not validation["ok"] and validation["policy"] == "fail":
-        outcome.message = "The dataset is invalid (dataset.on_invalid: fail):\n"
-        outcome.message += validation["report"]
+    stopped = stop_message(validation)
+    if stopped is not None:
+        outcome.message = stopped
         return outcome
     if not prepared.success:
         outcome.message = failure_message(prepared)
@@ -86,7 +96,22 @@ def run_evaluation(
     outcome.report["paths"]["tables"] = tables_root
     if analysis.report:
         outcome.report["paths"]["analysis_report"] = analysis.report
+    track(loaded, runs, outcome)
     return outcome
+
+
+def track(loaded: LoadedRecipe, runs: InProcessRuns, outcome: EvaluationRun) -> None:
+    """The MLflow run of a finished evaluation, when tracking is configured
+    (assets/tracking.py): ``report["mlflow"]``, or ``outcome.tracking_error``."""
+    tracked = materialize_tracking(loaded, runs)
+    if tracked.message:
+        outcome.add_tracking_error(tracked.message)
+    elif tracked.run_id is not None and outcome.report is not None:
+        outcome.report["mlflow"] = {
+            "run_id": tracked.run_id,
+            "url": tracked.url,
+            "experiment": tracked.experiment,
+        }
 
 
 def write_tables(loaded: LoadedRecipe, runs: InProcessRuns, outcome: EvaluationRun) -> str | None:
