@@ -25,7 +25,7 @@ LAMBDA_ARN = re.compile(
     r"^arn:aws[a-z-]*:lambda:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:function:"
     r"[A-Za-z0-9_-]{1,140}(:(\$LATEST|[A-Za-z0-9_-]{1,128}))?$"
 )
-ENGINES = ("hf",)
+ENGINES = ("hf", "openai", "bedrock", "vllm")
 AGGREGATIONS = ("min", "max", "average", "sum")
 # Nova's run names: SageMaker job names (letters, digits, hyphens) plus '_' and '.'; the
 # rule keeps a name inside the output root (no '/', '\\', '..', leading '.').
@@ -119,6 +119,18 @@ class EvaluationConfig(_Section):
         return self
 
 
+class ServerConfig(_Section):
+    """Extension: an OpenAI-compatible server the replica process starts, waits for
+    (``GET /v1/models``), evaluates against and stops (engines/server.py)."""
+
+    # e.g. "vllm serve {model} --port {port}"; {model} = run.model_name_or_path, {port} a
+    # free port (or `port`)
+    command: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    startup_timeout_s: float = Field(default=900.0, gt=0.0, le=7200.0)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
 class InferenceConfig(_Section):
     # Nova's template allows 0..100000 (1.0) and 0..32768 (2.0); 0 would generate nothing.
     # None: 256 for gen_qa; a judge recipe (Nova's has none) uses the judge's default.
@@ -131,9 +143,42 @@ class InferenceConfig(_Section):
     # thinking switch (engines/hf.py)
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     # extensions
-    engine: Literal["hf"] = "hf"
+    # hf: transformers in process; openai: an OpenAI-compatible server (vLLM, SGLang, TGI,
+    # ...); bedrock: Amazon Bedrock's Converse API; vllm: vllm.LLM in process (GPU)
+    engine: Literal["hf", "openai", "bedrock", "vllm"] = "hf"
     batch_size: int | None = Field(default=None, ge=1, le=1024)
     seed: int = 1234
+    # hf / vllm: auto = bfloat16 on CUDA, float32 on CPU
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # openai: the server's base URL (POST {endpoint}/v1/chat/completions); with
+    # `server`, the default is the managed server's http://127.0.0.1:{port}
+    # bedrock: the bedrock-runtime endpoint URL (default: the region's)
+    endpoint: str | None = Field(default=None, min_length=1)
+    api_key_env: str | None = Field(default="OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    region: str | None = Field(default=None, min_length=1)  # bedrock
+    concurrency: int = Field(default=8, ge=1, le=1024)  # openai/bedrock: requests in flight
+    timeout_s: float = Field(default=300.0, gt=0.0, le=3600.0)  # one request
+    max_retries: int = Field(default=5, ge=0, le=50)  # 429 / 5xx / connection errors
+    # share of rows whose request still failed above which the run fails (None: never)
+    max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)  # vllm
+    server: ServerConfig | None = None  # openai: a server the replica process manages
+
+    @model_validator(mode="after")
+    def _engine_keys(self) -> InferenceConfig:
+        if self.engine == "openai" and not (self.endpoint or self.server):
+            raise ValueError(
+                "inference.engine 'openai' needs inference.endpoint (the server's base URL) "
+                "or inference.server (a server the replica starts)"
+            )
+        if self.server is not None and self.engine != "openai":
+            raise ValueError("inference.server goes with inference.engine 'openai'")
+        if self.engine == "bedrock" and self.top_logprobs > 0:
+            raise ValueError(
+                "inference.top_logprobs must be 0 with inference.engine 'bedrock': Bedrock's "
+                "Converse API returns no log probabilities"
+            )
+        return self
 
     @field_validator("top_k")
     @classmethod
