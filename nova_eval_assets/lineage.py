@@ -35,6 +35,14 @@ METADATA_KEY = b"nova_eval.lineage"
 #: source files are hashed into the code version).
 INFERENCE_REVISION = 1
 _ENGINE_SOURCES = ("base.py", "hf.py", "models.py", "reasoning.py")
+#: an engine's own module, hashed besides the shared sources for that engine only (so a
+#: change to one engine does not invalidate the outputs of the others)
+_ENGINE_MODULES = {
+    "bedrock": "bedrock.py",
+    "hf": "decoder.py",
+    "openai": "openai.py",
+    "vllm": "vllm.py",
+}
 
 
 def digest(*parts: Any) -> str:
@@ -115,10 +123,11 @@ def read_lineage(location: str) -> dict[str, Any] | None:
 
 
 @cache
-def _engine_source_hash() -> str:
+def _engine_source_hash(engine: str = "hf") -> str:
     folder = Path(__file__).resolve().parent / "engines"
     sha = hashlib.sha256()
-    for name in _ENGINE_SOURCES:
+    own = _ENGINE_MODULES.get(engine)
+    for name in (*_ENGINE_SOURCES, *([own] if own else [])):
         path = folder / name
         sha.update(name.encode() + (path.read_bytes() if path.exists() else b""))
     return sha.hexdigest()[:16]
@@ -134,7 +143,7 @@ def inference_code_version(loaded: LoadedRecipe) -> str:
         INFERENCE_REVISION,
         recipe.run.model_name_or_path,
         recipe.inference,
-        _engine_source_hash(),
+        _engine_source_hash(recipe.inference.engine),
     )
 
 
@@ -145,6 +154,11 @@ def model_id(loaded: LoadedRecipe) -> str:
     from nova_eval_assets.engines.models import ModelResolutionError, resolve_model
 
     reference = loaded.recipe.run.model_name_or_path
+    inference = loaded.recipe.inference
+    if inference.engine == "bedrock":  # a Bedrock model is named, not hashed: where it runs
+        from nova_eval_assets.engines.bedrock import default_region, lineage_model_id
+
+        return lineage_model_id(reference, default_region(reference, inference.region))
     try:
         return resolve_model(reference).model_id
     except ModelResolutionError:

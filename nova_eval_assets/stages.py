@@ -7,6 +7,8 @@ nothing else; the CLI and tests can call them directly.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +29,7 @@ from nova_eval_assets.dataset import (
 from nova_eval_assets.engines import create_engine
 from nova_eval_assets.engines.base import Engine, GenerationRequest, SamplingSettings
 from nova_eval_assets.engines.reasoning import check_recipe_reasoning
+from nova_eval_assets.engines.server import ManagedServer, managed_model_id
 from nova_eval_assets.layout import EvalLayout, safe_name, timestamp
 from nova_eval_assets.metrics import (
     PER_EXAMPLE_METRICS,
@@ -225,17 +228,39 @@ def run_inference(
     prompts = storage.read_parquet(layout.prompts)
     replicas = loaded.recipe.run.replicas
     path = layout.inference(replica, replicas)
-    model_id = engine.model_id if engine is not None else lineage.model_id(loaded)
+    inference = loaded.recipe.inference
+    if engine is None and inference.engine == "openai" and inference.server is None:
+        engine = load_engine(loaded)  # its identity is what the server serves (/v1/models)
+    model_id = engine.model_id if engine is not None else recipe_model_id(loaded)
     recorded = lineage.inference_lineage(loaded, replica, lineage.prompts_hash(prompts), model_id)
     previous = lineage.read_lineage(path) if reuse else None
     if previous is not None and previous.get("data_version") == recorded["data_version"]:
         table = storage.read_parquet(path)
         if on_batch is not None:
             on_batch(table.num_rows, table.num_rows)
-        return _inference_summary(table, recorded, path, reused=True)
-    if engine is None:
-        check_recipe_reasoning(loaded.recipe)  # from the chat template, before loading weights
-        engine = load_engine(loaded)
+        summary = _inference_summary(table, recorded, path, reused=True)
+        check_error_rate(loaded, summary)
+        return summary
+    with contextlib.ExitStack() as stack:  # a managed server lives as long as this block
+        if engine is None:
+            check_recipe_reasoning(loaded.recipe)  # from the chat template, before the weights
+            engine = open_engine(loaded, replica, stack, model_id)
+        summary = _generate_shard(loaded, replica, engine, prompts, path, recorded, on_batch)
+    check_error_rate(loaded, summary)  # after the rows are written: they stay recorded
+    return summary
+
+
+def _generate_shard(
+    loaded: LoadedRecipe,
+    replica: int,
+    engine: Engine,
+    prompts: pa.Table,
+    path: str,
+    recorded: dict[str, Any],
+    on_batch: ProgressCallback | None,
+) -> dict[str, Any]:
+    """The replica's shard block by block (checkpointed), then its output file."""
+    replicas = loaded.recipe.run.replicas
     # Shards start on the engine's batching blocks, so the replica count never changes
     # which rows are batched together (and so never changes the results).
     batch_size = loaded.recipe.inference.batch_size or engine.default_batch_size
@@ -268,7 +293,10 @@ def run_inference(
                 on_batch(offset + rows.num_rows, shard.num_rows)
         parts.append(part)
     table = pa.concat_tables(parts) if parts else INFERENCE_SCHEMA.empty_table()
-    storage.write_parquet(path, lineage.with_lineage(table, recorded))
+    # what ran the model (dtype, device, ...), beside the lineage: write_report reads it
+    runtime = getattr(engine, "runtime", None)
+    engine_info = runtime() if callable(runtime) else {"engine": loaded.recipe.inference.engine}
+    storage.write_parquet(path, lineage.with_lineage(table, {**recorded, "engine": engine_info}))
     checkpoints.clear()
     summary = _inference_summary(table, recorded, path, reused=False)
     summary.update(
@@ -342,14 +370,103 @@ def _inference_summary(
     }
 
 
-_ENGINES: dict[tuple[str, str], Engine] = {}
+class InferenceErrorRateError(RuntimeError):
+    """More rows failed than ``inference.max_error_rate`` allows (the rows are recorded)."""
+
+
+def check_error_rate(loaded: LoadedRecipe, summary: dict[str, Any]) -> None:
+    limit = loaded.recipe.inference.max_error_rate
+    rows, errors = summary["rows"], summary["errors"]
+    if limit is None or rows == 0 or errors / rows <= limit:
+        return
+    first = storage.read_parquet(summary["path"], columns=["error"]).filter(
+        pc.invert(pc.is_null(pc.field("error")))
+    )
+    example = first["error"][0].as_py() if first.num_rows else None
+    raise InferenceErrorRateError(
+        f"replica {summary['replica']}: {errors} of {rows} rows failed "
+        f"({errors / rows:.1%}), above inference.max_error_rate {limit:g}; the rows are "
+        f"recorded with their errors in {summary['path']}"
+        + (f"; first error: {example}" if example else "")
+    )
+
+
+def engine_options(loaded: LoadedRecipe) -> dict[str, Any]:
+    """The recipe's inference keys as :func:`create_engine` options: the one place where each
+    engine's keys are mapped (hf, bedrock and vllm add theirs here)."""
+    inference = loaded.recipe.inference
+    options: dict[str, Any] = {}
+    if inference.engine == "openai":
+        options.update(
+            endpoint=inference.endpoint,
+            api_key_env=inference.api_key_env,
+            concurrency=inference.concurrency,
+            timeout_s=inference.timeout_s,
+            max_retries=inference.max_retries,
+        )
+    elif inference.engine == "bedrock":
+        options.update(
+            region=inference.region,
+            endpoint_url=inference.endpoint,
+            concurrency=inference.concurrency,
+            timeout_s=inference.timeout_s,
+            max_retries=inference.max_retries,
+        )
+    elif inference.engine == "vllm":
+        options.update(dtype=inference.dtype, tensor_parallel_size=inference.tensor_parallel_size)
+    elif inference.engine == "hf" and inference.dtype != "auto":
+        options.update(dtype=inference.dtype)  # auto: the engine's default (bf16 CUDA, fp32 CPU)
+    return options
+
+
+def recipe_model_id(loaded: LoadedRecipe) -> str:
+    """The model identity lineage records, without loading the model or starting a server
+    (an external server's comes from the engine: :func:`load_engine`)."""
+    server = loaded.recipe.inference.server
+    if loaded.recipe.inference.engine == "openai" and server is not None:
+        return managed_model_id(server.command, lineage.model_id(loaded))
+    return lineage.model_id(loaded)
+
+
+def open_engine(
+    loaded: LoadedRecipe, replica: int, stack: contextlib.ExitStack, model_id: str
+) -> Engine:
+    """The replica's engine; with ``inference.server``, the server it starts first (stopped
+    when `stack` closes: on success, on failure and on SIGTERM)."""
+    server = loaded.recipe.inference.server
+    if loaded.recipe.inference.engine != "openai" or server is None:
+        return load_engine(loaded)
+    layout = EvalLayout.for_recipe(loaded)
+    replicas = loaded.recipe.run.replicas
+    log = layout.stage("inference", f"replicas-{replicas}", f"replica-{replica}.server.log")
+    model = loaded.recipe.run.model_name_or_path
+    managed = stack.enter_context(
+        ManagedServer(
+            server.command,
+            model,
+            port=server.port,
+            startup_timeout_s=server.startup_timeout_s,
+            env=server.env,
+            log_location=log,
+        )
+    )
+    options = {**engine_options(loaded), "endpoint": managed.url, "identity": model_id}
+    return create_engine("openai", model, **options)
+
+
+_ENGINES: dict[tuple[str, ...], Engine] = {}
 
 
 def load_engine(loaded: LoadedRecipe) -> Engine:
-    """One engine per (engine, model) per process: loading a model is the slow part."""
-    key = (loaded.recipe.inference.engine, loaded.recipe.run.model_name_or_path)
+    """One engine per (engine, model, options) per process: loading a model is the slow part.
+    Without options the key is ``(engine, model)``."""
+    options = engine_options(loaded)
+    engine, model = loaded.recipe.inference.engine, loaded.recipe.run.model_name_or_path
+    key: tuple[str, ...] = (engine, model)
+    if options:
+        key += (json.dumps(options, sort_keys=True, default=str),)
     if key not in _ENGINES:
-        _ENGINES[key] = create_engine(*key)
+        _ENGINES[key] = create_engine(engine, model, **options)
     return _ENGINES[key]
 
 
@@ -477,6 +594,20 @@ def inference_warnings(loaded: LoadedRecipe, table: pa.Table) -> list[str]:
     ]
 
 
+def inference_engine_section(loaded: LoadedRecipe) -> dict[str, Any]:
+    """What ran the model (engine, dtype, device, ...) as the replicas recorded it; with
+    replicas that differ (e.g. CPU and GPU nodes), each replica's under ``replicas``."""
+    layout, replicas = EvalLayout.for_recipe(loaded), loaded.recipe.run.replicas
+    recorded = [
+        (lineage.read_lineage(layout.inference(r, replicas)) or {}).get("engine")
+        or {"engine": loaded.recipe.inference.engine}
+        for r in range(replicas)
+    ]
+    if all(entry == recorded[0] for entry in recorded):
+        return recorded[0]
+    return {"engine": loaded.recipe.inference.engine, "replicas": recorded}
+
+
 def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[str, Any]:
     """Fan in every replica: the results JSON, the Nova export and our typed examples table."""
     layout = EvalLayout.for_recipe(loaded)
@@ -519,6 +650,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         **{f"num_{k}": v for k, v in counts.items()},
         "coverage": coverage,
         "lineage": run_lineage,
+        "inference_engine": inference_engine_section(loaded),
     }
     if processor is not None:
         config_general["processor"] = processor

@@ -344,8 +344,9 @@ def test_empty_request_list(engine):
 
 
 def test_unknown_engine_names_the_allowed_ones():
-    with pytest.raises(ValueError, match="allowed engines: 'hf'"):
-        create_engine("vllm", MODEL)
+    with pytest.raises(ValueError, match="allowed engines: ") as caught:
+        create_engine("carrier-pigeon", MODEL)
+    assert all(f"'{name}'" in str(caught.value) for name in ("bedrock", "hf", "vllm"))
 
 
 def test_settings_validation():
@@ -477,3 +478,79 @@ def test_chatml_fallback_matches_the_gguf_template(engine):
     )
     assert fallback == own == expected
     assert no_system.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+
+
+# ----------------------------------------------------------------------------- fast decoder
+
+
+def test_bundled_model_runs_through_the_fast_decoder(engine):
+    info = engine.runtime()
+    assert info["decoder"] == "fast" and info["dtype"] == "float32" and info["device"] == "cpu"
+
+
+def outputs_without_the_fast_decoder(engine, monkeypatch, settings, batch_size=4):
+    monkeypatch.setattr(engine, "decoder", None)  # the transformers forward, DynamicCache
+    try:
+        return engine.generate(requests_for(), settings, batch_size=batch_size)
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("which", ["greedy", "sampled"])
+def test_fast_decoder_matches_the_transformers_forward(engine, greedy_batched, monkeypatch, which):
+    settings = GREEDY if which == "greedy" else SAMPLED
+    fast = greedy_batched if which == "greedy" else engine.generate(requests_for(), SAMPLED, 4)
+    plain = outputs_without_the_fast_decoder(engine, monkeypatch, settings)
+    assert [ids_of(g) for g in fast] == [ids_of(g) for g in plain]
+    assert [g.finish_reason for g in fast] == [g.finish_reason for g in plain]
+    worst = max(
+        abs(x.logprob - y.logprob)
+        for a, b in zip(fast, plain, strict=True)
+        for x, y in zip(a.tokens, b.tokens, strict=True)
+    )
+    assert worst < 1e-4, worst
+    tops = [[token for token, _ in x.top] for g in fast for x in g.tokens]
+    assert tops == [[token for token, _ in x.top] for g in plain for x in g.tokens]
+
+
+def test_cache_growth_compaction_and_prefill_chunks_do_not_change_outputs(
+    engine, greedy_batched, monkeypatch
+):
+    """A tiny cache step (the cache grows several times), dropping each finished row at once
+    and 3-column prefill chunks (rows skip the chunks that are all their padding)."""
+    monkeypatch.setattr(hf_module, "CACHE_STEP", 3)
+    monkeypatch.setattr(hf_module, "COMPACT_DIVISOR", 1000)
+    monkeypatch.setattr(hf_module, "PREFILL_CHUNK", 3)
+    small = engine.generate(requests_for(), GREEDY, batch_size=4)
+    assert [ids_of(g) for g in small] == [ids_of(g) for g in greedy_batched]
+    worst = max(
+        abs(x.logprob - y.logprob)
+        for a, b in zip(small, greedy_batched, strict=True)
+        for x, y in zip(a.tokens, b.tokens, strict=True)
+    )
+    assert worst < 1e-4, worst
+
+
+def test_dtype_option():
+    assert hf_module.resolve_dtype("auto", "cpu") == torch.float32
+    assert hf_module.resolve_dtype(None, "cuda") == torch.bfloat16
+    assert hf_module.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError, match="float32, bfloat16"):
+        hf_module.resolve_dtype("float8", "cpu")
+
+
+def test_bfloat16_engine(engine):
+    bf16 = create_engine("hf", MODEL, dtype="bfloat16")
+    assert bf16.model.dtype == torch.bfloat16
+    assert bf16.runtime()["dtype"] == "bfloat16" and bf16.runtime()["decoder"] == "fast"
+    outputs = bf16.generate(requests_for(), GREEDY, batch_size=4)
+    for g in outputs:
+        assert g.finish_reason in ("stop", "length") and g.tokens
+        for t in g.tokens:
+            assert t.top[0] == (t.token, t.logprob)  # ties ordered by id: argmax's choice
+            values = [v for _, v in t.top]
+            assert values == sorted(values, reverse=True) and all(v <= 0 for v in values)
+    # bfloat16 rounds, so texts may drift from float32 late in an answer, not at once
+    full = engine.generate(requests_for(), GREEDY, batch_size=4)
+    first = [ids_of(g)[:1] for g in outputs]
+    assert sum(a == ids_of(b)[:1] for a, b in zip(first, full, strict=True)) >= 8

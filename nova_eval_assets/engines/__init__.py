@@ -3,8 +3,10 @@
     engine = create_engine("hf", "smollm2-135m-instruct")
     outputs = engine.generate([GenerationRequest(0, "What is 2+2?")], SamplingSettings())
 
-Only the transformers engine ("hf") exists so far. This package imports no Dagster,
-and importing it does not import torch (the engine module loads it on creation).
+Engines: "hf" (transformers in process), "openai" (an OpenAI-compatible server),
+"bedrock" (Amazon Bedrock's Converse API), "vllm" (vllm.LLM in process, GPU nodes). This
+package imports no Dagster, and importing it does not import torch, boto3 or vllm (an
+engine's module loads them on creation).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ from .models import (
 )
 
 #: engine name -> "module:class", imported on demand
-ENGINES: dict[str, str] = {"hf": "nova_eval_assets.engines.hf:HFEngine"}
+ENGINES: dict[str, str] = {
+    "hf": "nova_eval_assets.engines.hf:HFEngine",
+    "openai": "nova_eval_assets.engines.openai:OpenAIEngine",  # any OpenAI-compatible server
+    "bedrock": "nova_eval_assets.engines.bedrock:BedrockEngine",
+    "vllm": "nova_eval_assets.engines.vllm:VLLMEngine",  # the optional [vllm] extra
+}
 
 __all__ = [
     "BLOCK_BATCHES",
@@ -51,7 +58,10 @@ __all__ = [
 
 def create_engine(engine: str, model_name_or_path: str, **options: Any) -> Engine:
     """Build an engine by name. `options` go to the engine's constructor (for "hf":
-    device, dtype, default_batch_size, attn_implementation, max_context, share_prefix)."""
+    device, dtype, default_batch_size, attn_implementation, max_context, share_prefix; for
+    "openai": endpoint, api_key_env, concurrency, timeout_s, max_retries, identity, probe; for
+    "bedrock": region, endpoint_url, concurrency, timeout_s, max_retries, client; for
+    "vllm": dtype, tensor_parallel_size, default_batch_size, max_context)."""
     target = ENGINES.get(engine)
     if target is None:
         allowed = ", ".join(repr(name) for name in sorted(ENGINES))

@@ -188,6 +188,8 @@ def check_recipe_reasoning(recipe: Recipe) -> None:
     be found; both are ValueErrors."""
     if recipe.inference.reasoning_effort is None or recipe.evaluation.task != "gen_qa":
         return
+    if recipe.inference.engine not in ("hf", "vllm"):  # a remote model: its engine decides
+        return
     from .models import load_chat_template, resolve_model
 
     model = recipe.run.model_name_or_path

@@ -1,0 +1,392 @@
+"""``inference.engine: openai``: any OpenAI-compatible chat-completions server (vLLM, SGLang,
+TGI, llama.cpp, OpenAI), over plain HTTP. The judge's ``openai`` back end uses this class too:
+it is the one HTTP client of the code base.
+
+One request per row: ``POST {endpoint}/v1/chat/completions`` with
+
+    model        run.model_name_or_path (the served model name)
+    messages     [{"role": "system", ...} (when the row has one), {"role": "user", ...}]
+    max_tokens   inference.max_new_tokens
+    temperature  inference.temperature        top_p  inference.top_p
+    seed         inference.seed
+    top_k        inference.top_k, only when not -1 (the extra field vLLM and SGLang accept)
+    logprobs     true, with top_logprobs = inference.top_logprobs, only when that is > 0
+    reasoning_effort  inference.reasoning_effort, only when set
+
+Each token's ``logprob`` and ``top_logprobs`` list is taken exactly as the server sent it.
+``concurrency`` requests are in flight at once; 429, 5xx and connection errors are retried
+with exponential back-off and jitter (``Retry-After`` honoured) up to ``max_retries`` times.
+A row that still fails is a :class:`Generation` with ``finish_reason="error"`` and the error
+text. What can never work for any row (the server refuses ``top_k``, ignores ``logprobs``,
+rejects the key or does not know the URL) raises :class:`ServerCapabilityError` instead.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any
+
+from .base import BLOCK_BATCHES, Generation, GenerationRequest, SamplingSettings, TokenLogprob
+
+#: statuses worth asking again: throttling, timeouts, overloaded or restarting servers
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+#: statuses that no retry and no other row will fix: a wrong key or a wrong URL / model
+FATAL_STATUS = frozenset({401, 403, 404})
+#: progress is reported every `concurrency * PROGRESS_WAVES` rows by default; a block is
+#: BLOCK_BATCHES of those, long enough that the drain at a block's end costs little
+PROGRESS_WAVES = 4
+
+
+class ServerCapabilityError(RuntimeError):
+    """The server cannot do what the recipe asks; the stage stops (no row would succeed)."""
+
+
+class HTTPStatusError(RuntimeError):
+    def __init__(self, url: str, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status} from {url}: {detail}")
+        self.url, self.status, self.detail = url, status, detail
+
+
+class ConnectionFailure(RuntimeError):
+    pass
+
+
+def base_url(endpoint: str) -> str:
+    """``http://h:8000``, ``.../v1`` or ``.../v1/chat/completions`` -> ``http://h:8000``."""
+    base = endpoint.strip().rstrip("/")
+    for suffix in ("/chat/completions", "/v1"):
+        base = base.removesuffix(suffix)
+    return base
+
+
+def chat_completions_url(endpoint: str) -> str:
+    """``http://host:8000`` or ``.../v1`` or the full URL -> ``.../v1/chat/completions``."""
+    base = endpoint.strip().rstrip("/")
+    if base.endswith("/chat/completions"):
+        return base
+    if not base.endswith("/v1"):
+        base += "/v1"
+    return base + "/chat/completions"
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date (None: absent / unreadable)."""
+    if not header:
+        return None
+    try:
+        return max(float(header), 0.0)
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(moment.timestamp() - time.time(), 0.0)
+
+
+class HTTPClient:
+    """JSON over HTTP with retries: exponential back-off with jitter, ``Retry-After`` honoured.
+
+    Jitter spreads the retries of many concurrent requests (and of many replicas) so that a
+    throttled server is not hit by all of them again at the same instant.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 300.0,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.sleep = sleep
+        self.random = random.Random()
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:  # the server said when; add a little jitter on top
+            return min(retry_after, self.max_backoff_s) + self.random.uniform(0, self.backoff_s)
+        return min(self.backoff_s * 2**attempt * self.random.uniform(0.5, 1.5), self.max_backoff_s)
+
+    def request(self, url: str, body: dict | None = None, timeout_s: float | None = None) -> Any:
+        """GET (no body) or POST a JSON body; the decoded JSON answer. Raises
+        :class:`HTTPStatusError` or :class:`ConnectionFailure` once retries are spent."""
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        attempt = 0
+        while True:
+            req = urllib.request.Request(
+                url, data=data, headers=self.headers(), method="GET" if data is None else "POST"
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as response:
+                    return json.loads(response.read().decode("utf-8"))
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode("utf-8", "replace")[:500]
+                if exc.code not in RETRY_STATUS or attempt >= self.max_retries:
+                    raise HTTPStatusError(url, exc.code, detail) from None
+                wait_s = self.delay(attempt, retry_after_seconds(exc.headers.get("Retry-After")))
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                # refused / reset connections, timeouts, a server that hung up mid-answer
+                if attempt >= self.max_retries:
+                    reason = getattr(exc, "reason", None) or exc
+                    raise ConnectionFailure(f"cannot reach {url}: {reason}") from None
+                wait_s = self.delay(attempt, None)
+            attempt += 1
+            self.sleep(wait_s)
+
+
+class OpenAIEngine:
+    """The :class:`~nova_eval_assets.engines.base.Engine` of an OpenAI-compatible server.
+
+    `probe` asks ``GET {base}/v1/models`` once on creation: the server must answer (a clear
+    error names the endpoint otherwise), and the served model's ``root`` (vLLM: the weights
+    it loaded) joins `model_id`, so lineage changes when the weights behind a name change.
+    `identity`, when given, is the whole `model_id` (a managed server's: its port changes
+    from run to run, its command and weights do not).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        endpoint: str,
+        *,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        timeout_s: float = 300.0,
+        concurrency: int = 8,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+        identity: str | None = None,
+        probe: bool = True,
+        require_logprobs: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if not endpoint:
+            raise ValueError("the openai engine needs an endpoint (inference.endpoint)")
+        self.model = model
+        self.base = base_url(endpoint)
+        self.url = chat_completions_url(endpoint)
+        self.concurrency = concurrency
+        self.default_batch_size = concurrency * PROGRESS_WAVES
+        if api_key is None and api_key_env:
+            api_key = os.environ.get(api_key_env) or None
+        self.client = HTTPClient(
+            api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s
+        )
+        # False: a response without the log probabilities asked for is taken as it is (the
+        # judge: its verdict stands without them) instead of stopping the run
+        self.require_logprobs = require_logprobs
+        self.served: dict[str, Any] | None = None  # this model's /v1/models entry
+        self.model_id = identity or f"openai:{self.base}#{model}"
+        if probe:
+            self.served = self.describe()
+            root = (self.served or {}).get("root")
+            if root and root != model and identity is None:
+                self.model_id += f"@{root}"
+
+    @property
+    def server_label(self) -> str:
+        owner = (self.served or {}).get("owned_by")
+        return f"{self.base} (owned_by {owner!r})" if owner else self.base
+
+    def describe(self) -> dict[str, Any] | None:
+        """This model's entry in ``GET /v1/models`` (None when the server lists it not)."""
+        url = f"{self.base}/v1/models"
+        try:
+            listing = self.client.request(url, timeout_s=min(self.client.timeout_s, 30.0))
+        except (HTTPStatusError, ConnectionFailure) as exc:
+            raise ServerCapabilityError(
+                f"the OpenAI-compatible server at {self.base} did not answer GET /v1/models "
+                f"({exc}); check inference.endpoint and that the server is up"
+            ) from None
+        entries = listing.get("data") if isinstance(listing, dict) else None
+        for entry in entries or []:
+            if isinstance(entry, dict) and entry.get("id") == self.model:
+                return entry
+        # some servers (llama.cpp) answer for any model name: not an error
+        return None
+
+    def block_size(self, batch_size: int) -> int:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return batch_size * BLOCK_BATCHES
+
+    # ------------------------------------------------------------------ one request
+
+    def request_body(self, request: GenerationRequest, settings: SamplingSettings) -> dict:
+        messages = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": request.prompt})
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "seed": settings.seed,
+        }
+        if settings.top_k != -1:
+            body["top_k"] = settings.top_k
+        if settings.top_logprobs > 0:
+            body["logprobs"] = True
+            body["top_logprobs"] = settings.top_logprobs
+        if settings.reasoning_effort is not None:
+            body["reasoning_effort"] = settings.reasoning_effort
+        return body
+
+    def _post(self, body: dict) -> dict:
+        try:
+            return self.client.request(self.url, body)
+        except HTTPStatusError as exc:
+            if exc.status in (400, 422) and "top_k" in body and "top_k" in exc.detail:
+                raise ServerCapabilityError(
+                    f"top_k is not supported by the server at {self.base} (HTTP {exc.status}: "
+                    f"{exc.detail}); set inference.top_k: -1 for this server"
+                ) from None
+            if exc.status in FATAL_STATUS:
+                hint = (
+                    "check the API key (the environment variable named by inference.api_key_env)"
+                    if exc.status in (401, 403)
+                    else "check inference.endpoint and run.model_name_or_path (the served name)"
+                )
+                raise ServerCapabilityError(f"{exc}; {hint}") from None
+            raise
+
+    def complete(self, request: GenerationRequest, settings: SamplingSettings) -> Generation:
+        """One row; raises on failure (see :meth:`generate` for what becomes an error row)."""
+        payload = self._post(self.request_body(request, settings))
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        if not choices:
+            raise RuntimeError(f"response without choices: {json.dumps(payload)[:300]}")
+        choice = choices[0]
+        message = choice.get("message") or {}
+        text = message.get("content") or ""
+        logprobs = (choice.get("logprobs") or {}).get("content")
+        usage = payload.get("usage") or {}
+        completion_tokens = int(usage.get("completion_tokens") or len(logprobs or []))
+        asked = settings.top_logprobs > 0 and self.require_logprobs
+        if asked and logprobs is None and (text or completion_tokens):
+            raise ServerCapabilityError(
+                f"the server at {self.server_label} returned no log probabilities although "
+                f"the request asked for them (logprobs: true, top_logprobs: "
+                f"{settings.top_logprobs}); it does not support them. Set "
+                "inference.top_logprobs: 0 for this server, or serve the model with one that "
+                "returns them (vLLM, SGLang, llama.cpp)"
+            )
+        tokens = [
+            TokenLogprob(
+                token=item.get("token", ""),
+                logprob=float(item.get("logprob", float("nan"))),
+                top=[
+                    (t.get("token", ""), float(t["logprob"]))
+                    for t in item.get("top_logprobs") or []
+                ],
+            )
+            for item in logprobs or []
+        ]
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        return Generation(
+            row_index=request.row_index,
+            text=text,
+            tokens=tokens,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=completion_tokens,
+            latency_s=0.0,
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+            max_new_tokens=settings.max_new_tokens,
+        )
+
+    def _safe(self, request: GenerationRequest, settings: SamplingSettings) -> Generation:
+        started = time.perf_counter()
+        try:
+            generation = self.complete(request, settings)
+        except ServerCapabilityError:
+            raise
+        except Exception as exc:  # one failed row must not stop the others
+            return Generation(
+                row_index=request.row_index,
+                text="",
+                tokens=[],
+                prompt_tokens=0,
+                completion_tokens=0,
+                latency_s=time.perf_counter() - started,
+                finish_reason="error",
+                error=f"{type(exc).__name__}: {exc}",
+                max_new_tokens=settings.max_new_tokens,
+            )
+        generation.latency_s = time.perf_counter() - started
+        return generation
+
+    # ------------------------------------------------------------------ the Engine call
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        settings: SamplingSettings,
+        batch_size: int | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> list[Generation]:
+        """Results in request order; `concurrency` requests in flight, never more.
+
+        `batch_size` only sets how often `on_batch(done, total)` is called (every
+        `batch_size` finished rows and at the end): a server batches by itself.
+        """
+        total = len(requests)
+        step = max(int(batch_size or self.default_batch_size), 1)
+        results: list[Generation | None] = [None] * total
+        done = reported = 0
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(total, 1))) as pool:
+            futures = {pool.submit(self._safe, r, settings): i for i, r in enumerate(requests)}
+            pending = set(futures)
+            try:
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        results[futures[future]] = future.result()  # re-raises a fatal error
+                        done += 1
+                    if on_batch is not None and (done - reported >= step or done == total):
+                        reported = done
+                        on_batch(done, total)
+            except BaseException:
+                for future in pending:  # stop before the queued rows are asked
+                    future.cancel()
+                raise
+        return [g for g in results if g is not None]
+
+
+__all__ = [
+    "ConnectionFailure",
+    "HTTPClient",
+    "HTTPStatusError",
+    "OpenAIEngine",
+    "ServerCapabilityError",
+    "base_url",
+    "chat_completions_url",
+    "retry_after_seconds",
+]
