@@ -52,6 +52,7 @@ from .base import (
 )
 from .base import block_size as _block_size
 from .cpu_threads import CoreShare, fixed_threads, process_share, user_chose_threads
+from .decoder import FastDecoder, unsupported_reason
 from .models import ResolvedModel, cache_root, ensure_chat_template, load_dir, resolve_model
 from .reasoning import (
     TemplateReasoning,
@@ -71,6 +72,16 @@ CUDA_DEFAULT_BATCH_SIZE = 64
 #: A shared prompt head shorter than this is not worth a separate forward pass.
 MIN_SHARED_PREFIX = 16
 
+#: The fast path's KV cache holds the prompt plus this many tokens at first and grows by
+#: at least as much when full (a recipe may allow thousands of tokens that rows never use).
+CACHE_STEP = 128
+#: Prompt tails are prefilled in chunks of this many columns (see _decode_fast).
+PREFILL_CHUNK = 32
+#: Finished rows leave the fast path's batch once they are 1/COMPACT_DIVISOR of it.
+COMPACT_DIVISOR = 8
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
 
 
@@ -81,6 +92,20 @@ class _Prepared:
     ids: list[int]
     budget: int = 0  # tokens this row may generate (generate sets it: see row_budget)
     thinking: bool = False  # the prompt ends inside a <think> block (engines/reasoning.py)
+
+
+def resolve_dtype(dtype: object, device_type: str):
+    """The torch dtype for `inference.dtype` (None or "auto": bfloat16 on CUDA, float32
+    elsewhere; CPU bfloat16 is fast only on CPUs with bf16 matrix instructions)."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device_type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return getattr(torch, str(dtype))
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -118,6 +143,7 @@ class HFEngine:
         attn_implementation: str | None = None,
         max_context: int | None = None,
         share_prefix: bool = True,
+        fast_decoder: bool = True,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -128,10 +154,7 @@ class HFEngine:
         folder = load_dir(self.resolved)
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if dtype is None:
-            self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        else:
-            self.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.dtype = resolve_dtype(dtype, self.device.type)
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.chat_template = ensure_chat_template(self.tokenizer)
@@ -161,6 +184,36 @@ class HFEngine:
         self.share_prefix = share_prefix
         self._pieces: dict[int, str] = {}
         self._core_share = self._claim_cpu_threads()
+        # the lean forward with a preallocated cache for Llama-family models
+        # (engines/decoder.py); other architectures keep the transformers forward
+        self.decoder: FastDecoder | None = None
+        reason = unsupported_reason(self.model) if fast_decoder else "turned off"
+        if reason is None:
+            self.decoder = FastDecoder(self.model)
+        else:
+            logger.info("hf engine: transformers forward (fast decoder: %s)", reason)
+
+    def _fast(self) -> bool:
+        # the fast decoder holds the weights of the model it was built from; a model put
+        # in its place (a wrapper, another model) runs through its own forward
+        return self.decoder is not None and self.decoder.model is self.model
+
+    def runtime(self) -> dict[str, object]:
+        """What runs the model (dtype, device, decode path, threads), for the results'
+        config_general."""
+        import torch
+
+        fast = self._fast()
+        return {
+            "engine": self.name,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            # fast: engines/decoder.py; transformers: the model's own forward
+            "decoder": "fast" if fast else "transformers",
+            "attention": "bmm" if fast else self.model.config._attn_implementation,
+            "packed_weights": bool(fast and self.decoder.packed),
+            "torch_threads": torch.get_num_threads() if self.device.type == "cpu" else None,
+        }
 
     # ------------------------------------------------------------------ helpers
 
@@ -380,12 +433,30 @@ class HFEngine:
         self, batch: list[_Prepared], settings: SamplingSettings
     ) -> list[Generation]:
         """Decode one left-padded batch. The unit that the out-of-memory retry wraps."""
-        import torch
-        from transformers import DynamicCache
+        if self._fast():
+            steps = self._decode_fast(batch, settings)
+        else:
+            steps = self._decode_generic(batch, settings)
+        return self._generations(batch, settings, *steps)
 
-        device = self.device
+    def _generators(self, batch: list[_Prepared], settings: SamplingSettings) -> list | None:
+        if settings.greedy:
+            return None
+        import torch
+
+        generators = []
+        for p in batch:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(row_seed(settings.seed, p.row_index))
+            generators.append(g)
+        return generators
+
+    def _tails(self, batch: list[_Prepared], shared: int):
+        """Left-padded prompt tails (after the shared head): ids, real-token mask and
+        positions, each rows x width, on the device."""
+        import torch
+
         size = len(batch)
-        shared = self._shared_prefix(batch)
         tails = [p.ids[shared:] for p in batch]
         width = max(len(t) for t in tails)
         input_ids = torch.full((size, width), self.pad_id, dtype=torch.long)
@@ -394,18 +465,132 @@ class HFEngine:
             input_ids[r, width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
             tail_mask[r, width - len(tail) :] = 1
         positions = shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
-        mask = torch.cat([torch.ones((size, shared), dtype=torch.long), tail_mask], dim=1)
-        input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
-        next_position = positions[:, -1:] + 1
+        device = self.device
+        return input_ids.to(device), tail_mask.to(device), positions.to(device)
 
-        greedy = settings.greedy
-        generators = None
-        if not greedy:
-            generators = []
-            for p in batch:
-                g = torch.Generator(device=device)
-                g.manual_seed(row_seed(settings.seed, p.row_index))
-                generators.append(g)
+    def _decode_fast(self, batch: list[_Prepared], settings: SamplingSettings):
+        """The decode loop over `FastDecoder` (engines/decoder.py) and its preallocated
+        cache. Book-keeping stays in tensors: one host sync per step (how many rows are
+        still running), the token histories are read back once at the end."""
+        import torch
+
+        decoder = self.decoder
+        device = self.device
+        size = len(batch)
+        shared = self._shared_prefix(batch)
+        input_ids, tail_mask, positions = self._tails(batch, shared)
+        width = input_ids.shape[1]
+        budgets = [p.budget for p in batch]
+        steps = max(budgets)
+        # the cache's row columns: the tails and the first CACHE_STEP tokens (grown when
+        # needed); the shared head is kept once beside them
+        cache = decoder.new_cache(size, width + min(steps, CACHE_STEP))
+        generators = self._generators(batch, settings)
+        n_top = settings.top_logprobs
+
+        with torch.inference_mode():
+            if shared:
+                # The prompt head every row shares (typically the chat template's system
+                # turn) is computed once, and attended by every row (engines/decoder.py).
+                decoder.prefill_head(cache, torch.tensor([batch[0].ids[:shared]], device=device))
+            # The tails, in chunks of columns. A chunk runs only the rows that have a real
+            # token in it: the rows are sorted by length, so those are the last rows, and
+            # the others' padding there is never computed (its cache columns stay masked).
+            # Left padding of tails of 42 to 105 tokens wasted a fifth of the prefill.
+            valid = tail_mask.bool()
+            starts = [width - (len(p.ids) - shared) for p in batch]  # first real column
+            chunk = min(PREFILL_CHUNK, decoder.prefill_chunk(size, shared + width))
+            for a in range(0, width, chunk):
+                b = min(width, a + chunk)
+                first = next(r for r in range(size) if starts[r] < b)
+                if any(start >= b for start in starts[first:]):
+                    first = 0  # rows not sorted by length (a caller's order): every row
+                part = decoder.row_range(cache, first)
+                part.length = a
+                logits = decoder.forward(
+                    input_ids[first:, a:b], positions[first:, a:b], part, valid=valid[first:, a:b]
+                )
+            cache.length = width
+            next_position = positions[:, -1] + 1
+
+            tokens = torch.zeros((size, steps), dtype=torch.long, device=device)
+            chosen_lps = torch.zeros((size, steps), dtype=torch.float32, device=device)
+            top_ids = torch.zeros((size, steps, n_top), dtype=torch.long, device=device)
+            top_lps = torch.zeros((size, steps, n_top), dtype=torch.float32, device=device)
+            lengths = torch.zeros(size, dtype=torch.long, device=device)
+            stopped = torch.zeros(size, dtype=torch.bool, device=device)
+            budget = torch.tensor(budgets, device=device)
+            stop_ids = torch.tensor(sorted(self.stop_ids), device=device)
+            slots = torch.arange(size, device=device)  # cache row -> batch row
+            slot_rows = list(range(size))
+            alive = torch.ones(size, dtype=torch.bool, device=device)
+            for step in range(steps):
+                row_generators = generators and [generators[r] for r in slot_rows]
+                chosen, chosen_lp, top_lp, top_i = _pick(logits, settings, row_generators)
+                tokens[slots, step] = chosen
+                chosen_lps[slots, step] = chosen_lp
+                if n_top:
+                    top_ids[slots, step] = top_i
+                    top_lps[slots, step] = top_lp
+                is_stop = torch.isin(chosen, stop_ids)
+                finished = alive & (is_stop | (budget[slots] <= step + 1))
+                # a stop token ends the row without being part of it
+                lengths[slots[finished]] = step + 1 - is_stop[finished].long()
+                stopped[slots[finished]] = is_stop[finished]
+                alive &= ~finished
+                running = int(alive.sum())  # the step's one host sync
+                if not running:
+                    break
+                dead = len(slot_rows) - running
+                if dead and dead * COMPACT_DIVISOR >= len(slot_rows):
+                    # Finished rows leave the batch once they are a share of it: dropping
+                    # a row copies the whole cache, keeping it costs one row of compute per
+                    # step, so rows are dropped in groups, not one by one.
+                    keep = alive.nonzero()[:, 0]
+                    cache = decoder.resized(cache, keep)
+                    slots, alive = slots[keep], alive[keep]
+                    chosen, next_position = chosen[keep], next_position[keep]
+                    slot_rows = slots.tolist()
+                if cache.length >= cache.capacity:
+                    room = min(width + steps, cache.capacity + CACHE_STEP)
+                    cache = decoder.resized(cache, capacity=room)
+                logits = decoder.forward(chosen[:, None], next_position[:, None], cache)
+                next_position = next_position + 1
+
+        lengths_list, stopped_list = lengths.tolist(), stopped.tolist()
+        all_tokens, all_lps = tokens.tolist(), chosen_lps.tolist()
+        ids_out = [all_tokens[r][: lengths_list[r]] for r in range(size)]
+        lps_out = [all_lps[r][: lengths_list[r]] for r in range(size)]
+        tops_out: list[list[list[tuple[str, float]]]] = [[] for _ in range(size)]
+        if n_top:
+            all_top_ids, all_top_lps = top_ids.tolist(), top_lps.tolist()
+            for r in range(size):
+                tops_out[r] = [
+                    [(self.piece(t), v) for t, v in zip(ids, lps, strict=True)]
+                    for ids, lps in zip(
+                        all_top_ids[r][: lengths_list[r]],
+                        all_top_lps[r][: lengths_list[r]],
+                        strict=True,
+                    )
+                ]
+        finish = ["stop" if s else "length" for s in stopped_list]
+        return ids_out, lps_out, tops_out, finish
+
+    def _decode_generic(self, batch: list[_Prepared], settings: SamplingSettings):
+        """The decode loop over the transformers forward and a `DynamicCache`, for the
+        architectures `FastDecoder` does not know."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self.device
+        size = len(batch)
+        shared = self._shared_prefix(batch)
+        input_ids, tail_mask, positions = self._tails(batch, shared)
+        mask = torch.cat(
+            [torch.ones((size, shared), dtype=torch.long, device=device), tail_mask], dim=1
+        )
+        next_position = positions[:, -1:] + 1
+        generators = self._generators(batch, settings)
         n_top = settings.top_logprobs
 
         chosen_ids: list[list[int]] = [[] for _ in batch]
@@ -415,14 +600,10 @@ class HFEngine:
         active = list(range(size))  # rows of `batch` still decoding, in cache order
 
         with torch.inference_mode():
-            # A StaticCache (no per-step concatenation) measured no faster here: within
-            # +-5% CPU time at batch sizes 16 and 32 on 2 cores.
             cache = DynamicCache(config=self.model.config)
             if shared:
-                # The prompt head that every row of the batch shares (typically the chat
-                # template's system turn) is computed once and its KV cache copied to every
-                # row; the rows' own tails follow it, left-padded, so each row's cache reads
-                # [shared head][padding][own tail] with the padding masked out.
+                # the shared prompt head once, its KV cache copied to every row (see
+                # _decode_fast)
                 self.model(
                     input_ids=torch.tensor([batch[0].ids[:shared]], device=device),
                     position_ids=torch.arange(shared, device=device)[None],
@@ -441,17 +622,13 @@ class HFEngine:
             )
             budgets = [p.budget for p in batch]
             for _step in range(max(budgets)):
-                logits = out.logits[:, -1, :].float()
-                logprobs = torch.log_softmax(logits, dim=-1)
-                if greedy:
-                    chosen = logits.argmax(dim=-1)
-                else:
-                    chosen = _sample(logits, settings, [generators[r] for r in active])
-                chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
+                row_generators = generators and [generators[r] for r in active]
+                chosen, chosen_lp, top_v, top_i = _pick(
+                    out.logits[:, -1, :], settings, row_generators
+                )
                 chosen_cpu = chosen.tolist()
                 lp_cpu = chosen_lp.tolist()
                 if n_top:
-                    top_v, top_i = logprobs.topk(n_top, dim=-1)
                     top_v, top_i = top_v.tolist(), top_i.tolist()
 
                 keep = []
@@ -487,7 +664,18 @@ class HFEngine:
                     use_cache=True,
                 )
                 next_position = next_position + 1
+        return chosen_ids, chosen_lps, tops, finish
 
+    def _generations(
+        self,
+        batch: list[_Prepared],
+        settings: SamplingSettings,
+        chosen_ids: list[list[int]],
+        chosen_lps: list[list[float]],
+        tops: list[list[list[tuple[str, float]]]],
+        finish: list[str],
+    ) -> list[Generation]:
+        n_top = settings.top_logprobs
         generations = []
         for r, p in enumerate(batch):
             tokens = [
@@ -518,6 +706,39 @@ class HFEngine:
                 )
             )
         return generations
+
+
+def _pick(logits, settings: SamplingSettings, generators):
+    """One step's choice per row from the raw logits (rows x vocab): the token, its log
+    probability, and the `top_logprobs` most likely tokens' log probabilities and ids
+    (empty tensors when 0).
+
+    Log probabilities are ``logit - logsumexp(logits)`` in float32: the same numbers as
+    ``log_softmax`` without writing a vocabulary-sized tensor per row.  The top list
+    comes from the raw logits (before temperature / top-k / top-p), ties in token-id
+    order, so in greedy decoding its first entry is always the chosen token (argmax's
+    choice: the lowest id among equal maxima, which bfloat16 logits produce often).
+    """
+    import torch
+
+    logits = logits.float()  # a copy in bfloat16/float16, the same tensor in float32
+    lse = torch.logsumexp(logits, dim=-1)
+    n_top = settings.top_logprobs
+    top_v = top_i = None
+    if n_top:
+        top_v, top_i = logits.topk(n_top, dim=-1)  # sorted, descending
+        # topk leaves the order of equal values open: order ties by token id
+        top_i, order = top_i.sort(dim=-1)
+        top_v = top_v.gather(-1, order)
+        top_v, order = top_v.sort(dim=-1, descending=True, stable=True)
+        top_i = top_i.gather(-1, order)
+    if settings.greedy:
+        chosen = top_i[:, 0] if n_top else logits.argmax(dim=-1)
+    else:
+        chosen = _sample(logits, settings, generators)
+    chosen_lp = logits.gather(1, chosen[:, None])[:, 0] - lse
+    top_lp = top_v - lse[:, None] if n_top else None
+    return chosen, chosen_lp, top_lp, top_i
 
 
 def _sample(logits, settings: SamplingSettings, generators) -> object:
