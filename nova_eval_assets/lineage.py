@@ -34,14 +34,14 @@ METADATA_KEY = b"nova_eval.lineage"
 #: Bump when the inference stage's output changes for the same inputs (not the engine: its
 #: source files are hashed into the code version).
 INFERENCE_REVISION = 1
-_ENGINE_SOURCES = ("base.py", "hf.py", "models.py", "reasoning.py")
-#: an engine's own module, hashed besides the shared sources for that engine only (so a
-#: change to one engine does not invalidate the outputs of the others)
-_ENGINE_MODULES = {
-    "bedrock": "bedrock.py",
-    "hf": "decoder.py",
-    "openai": "openai.py",
-    "vllm": "vllm.py",
+#: the engine sources whose change changes an engine's generations, per engine (so a change to
+#: one engine does not invalidate the outputs of the others); the managed server, the CPU
+#: thread split and the factory do not change what a model writes
+_ENGINE_SOURCES = {
+    "bedrock": ("base.py", "bedrock.py"),
+    "hf": ("base.py", "decoder.py", "hf.py", "models.py", "reasoning.py"),
+    "openai": ("base.py", "openai.py"),
+    "vllm": ("base.py", "models.py", "reasoning.py", "vllm.py"),
 }
 
 
@@ -122,12 +122,14 @@ def read_lineage(location: str) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- versions
 
 
+ENGINES_FOLDER = Path(__file__).resolve().parent / "engines"
+
+
 @cache
-def _engine_source_hash(engine: str = "hf") -> str:
-    folder = Path(__file__).resolve().parent / "engines"
+def engine_source_hash(engine: str = "hf", folder: Path = ENGINES_FOLDER) -> str:
+    """The hash of the engine sources that shape `engine`'s generations."""
     sha = hashlib.sha256()
-    own = _ENGINE_MODULES.get(engine)
-    for name in (*_ENGINE_SOURCES, *([own] if own else [])):
+    for name in _ENGINE_SOURCES.get(engine, _ENGINE_SOURCES["hf"]):
         path = folder / name
         sha.update(name.encode() + (path.read_bytes() if path.exists() else b""))
     return sha.hexdigest()[:16]
@@ -143,7 +145,7 @@ def inference_code_version(loaded: LoadedRecipe) -> str:
         INFERENCE_REVISION,
         recipe.run.model_name_or_path,
         recipe.inference,
-        _engine_source_hash(recipe.inference.engine),
+        engine_source_hash(recipe.inference.engine),
     )
 
 

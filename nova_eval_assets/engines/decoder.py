@@ -4,23 +4,26 @@ The hf engine's decode loop (engines/hf.py) runs models of the Llama family (``l
 ``mistral`` without a sliding window, ``qwen2``, ``qwen3``: SmolLM2, Llama 2/3, Qwen 2.5/3,
 Mistral 7B v0.2+, ...) through this module instead of the transformers forward; other
 architectures keep the transformers forward.  It computes the same function with the
-model's own weights, rotary embedding and norm epsilons, but without what costs most per
+model's own weights, rotary embedding and norm epsilons, without what costs most per
 decode step on a CPU (profiled in BENCHMARKS.md):
 
 * the KV cache is preallocated and written in place (one column per step), where
-  transformers' ``DynamicCache`` concatenates, i.e. copies the whole cache of every layer
-  at every step;
+  transformers' ``DynamicCache`` concatenates, i.e. copies every layer's cache at every
+  step;
 * attention is two batched matrix products over the cache with the grouped query heads
-  folded into the rows of one product (no ``repeat_kv``), where ``sdpa`` on CPU costs
-  2.5 ms (float32) to 5 ms (bfloat16) per layer and step at batch 32;
-* keys are stored transposed (``K^T``, columns = positions): with the cache's capacity
-  larger than its filled length, the filled part is a strided view, and oneDNN's
-  bfloat16 batched product is fast for a strided ``K^T`` but falls back to a slow path
-  for a strided ``K`` transposed (8x slower measured);
-* q, k and v are one matrix product, and so are the MLP's gate and up projections (the
-  original Linear weights become views of the fused ones: no second copy in memory);
+  as rows of one product (no ``repeat_kv``), where ``sdpa`` on CPU costs 2.5 ms (float32)
+  to 5.7 ms (bfloat16) per layer and step at batch 32;
+* keys are stored transposed (``K^T``, columns = positions), since oneDNN's bfloat16
+  batched product is 8x slower on a strided ``K`` transposed; a decode step reads the
+  whole capacity, unfilled columns masked, because the product copies a strided
+  ``[:length]`` slice first;
+* the prompt head every row shares (the system turn) is stored once and attended by one
+  product over all rows' queries, not copied into every row;
+* linear weights are packed once for oneDNN on CPU (`_Linear`); q, k and v are one
+  product, and so are the MLP's gate and up projections (the original Linear weights
+  become views of the fused ones);
 * no attention-mask tensors are rebuilt per step: a per-row additive key bias (0 for a
-  real token, -inf for left padding) is kept beside the cache.
+  real token, -inf for padding and unfilled columns) is kept beside the cache.
 
 Numerics follow the transformers implementation where it matters (RMSNorm and softmax
 accumulate in float32, the rotary embedding comes from the model's own module), so

@@ -4,8 +4,16 @@ It runs its own decode loop over a KV cache instead of `model.generate`, for
 three reasons: the raw logits of every step are at hand (log probabilities come
 from the unprocessed distribution, before temperature / top-k / top-p), each row
 gets its own random generator (sampling is reproducible per row, whatever its
-batch), and rows that finish leave the batch at once (their KV cache rows are
-dropped), so a long answer does not keep finished rows computing.
+batch), and rows that finish leave the batch (their KV cache rows are dropped), so
+a long answer does not keep finished rows computing.
+
+Decode paths: Llama-family models (engines/decoder.py: llama, qwen2, qwen3, mistral
+without sliding window) run through `FastDecoder`, a lean forward over a preallocated
+cache with packed weights on CPU, its book-keeping in tensors (`_decode_fast`); other
+architectures through the transformers forward and a `DynamicCache`
+(`_decode_generic`).  Both choose tokens the same way (`_pick`).  `inference.dtype`
+(`dtype=`: auto, float32, bfloat16, float16) sets the weights' dtype; auto is bfloat16
+on CUDA and float32 elsewhere.
 
 Batching (see `base.block_size`): requests are grouped into blocks of
 ``batch_size * 4`` consecutive requests; within a block they are sorted by prompt
@@ -15,8 +23,9 @@ on block boundaries reproduce an unsharded run.
 
 Shared prompt head: when every row of a batch starts with the same tokens (the
 chat template's system turn: all rows of a gen_qa dataset usually share their
-`system` text), that head is run once and its KV cache copied to every row, so a
-batch's prefill costs one head plus each row's own tail.
+`system` text), that head is run once, so a batch's prefill costs one head plus each
+row's own tail; the fast path keeps its keys and values once for all rows, the
+transformers path copies them to every row.
 
 Context: a row generates at most `max_new_tokens`, clipped to what its prompt leaves of
 the model's context (Nova's 1.0 recipes ask for 8196 tokens of an 8k model); the budget a
