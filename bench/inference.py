@@ -31,7 +31,13 @@ rows got the same text from both, a check that the peer computes the same thing.
 
 --one-at-a-time also times the engine at batch_size=1 (the batched vs one-at-a-time
 measurement), --sweep more batch sizes, --openai the openai engine against a local
-server (bench/openai_engine.py's ``measure``).
+server (bench/openai_engine.py's ``measure``), --constrained the engine with
+``inference.response_format`` (the classification shorthand over the tickets' eight
+labels, engines/constraints.py) against the same engine unconstrained, interleaved, same
+prompts and settings: tokens/s of each, their ratio, and how many outputs are valid JSON
+with a label. The two write different texts (the constraint changes what the model
+says), so the decode steps differ too; ms per decode step is shown beside tokens/s.
+--no-peer leaves the engine vs plain generate() comparison out.
 """
 
 from __future__ import annotations
@@ -296,6 +302,81 @@ def one_at_a_time(args: argparse.Namespace, requests: list[GenerationRequest]) -
     }
 
 
+TICKET_LABELS = [
+    "hardware",
+    "hardware_urgent",
+    "software",
+    "software_urgent",
+    "network",
+    "network_urgent",
+    "access",
+    "access_urgent",
+]
+
+
+def constrained_overhead(args: argparse.Namespace, requests: list[GenerationRequest]):
+    """The engine with and without the classification constraint, interleaved."""
+    from nova_eval_assets.engines.constraints import ResponseFormat, classification_schema
+
+    engine = create_engine("hf", args.model, dtype=args.dtypes[0])
+    fmt = ResponseFormat.json_schema(classification_schema("class", TICKET_LABELS))
+    runs = {
+        "free": SamplingSettings(
+            max_new_tokens=args.max_new_tokens, top_logprobs=args.top_logprobs
+        ),
+        "constrained": SamplingSettings(
+            max_new_tokens=args.max_new_tokens,
+            top_logprobs=args.top_logprobs,
+            response_format=fmt,
+        ),
+    }
+    engine.generate(requests[:2], runs["constrained"], batch_size=2)  # warm up
+    batch = args.batch_size or engine.default_batch_size
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    step_ms: dict[str, list[float]] = {name: [] for name in runs}
+    ratios, valid = [], {}
+    for repeat in range(args.repeats):
+        order = list(runs) if repeat % 2 == 0 else list(runs)[::-1]
+        got = {}
+        for name in order:
+            outputs, seconds, cpu = timed(
+                lambda n=name: engine.generate(requests, runs[n], batch_size=batch)
+            )
+            tokens = engine_tokens(outputs)
+            got[name] = tokens / seconds
+            rates[name].append(tokens / seconds)
+            step_ms[name].append(1000 * seconds / max(1, tokens) * batch)
+            valid[name] = sum(_has_label(o.text) for o in outputs)
+            print(
+                f"  repeat {repeat + 1} {args.dtypes[0]} {name:<11} {tokens} tokens in "
+                f"{seconds:6.1f} s = {tokens / seconds:7.1f} tokens/s (CPU {cpu:6.1f} s, "
+                f"{valid[name]}/{len(outputs)} valid, load average "
+                f"{' '.join(map(str, load_average()))})",
+                flush=True,
+            )
+        ratios.append(got["constrained"] / got["free"])
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    return {
+        "dtype": args.dtypes[0],
+        "batch_size": batch,
+        "tokens_per_s": {name: round(value, 1) for name, value in medians.items()},
+        "ms_per_step_at_full_batch": {
+            name: round(statistics.median(v), 1) for name, v in step_ms.items()
+        },
+        "ratio_of_medians": round(medians["constrained"] / medians["free"], 3),
+        "median_ratio": round(statistics.median(ratios), 3),
+        "valid_outputs": valid,
+        "rows": len(requests),
+    }
+
+
+def _has_label(text: str) -> bool:
+    try:
+        return json.loads(text).get("class") in TICKET_LABELS
+    except (ValueError, AttributeError):
+        return False
+
+
 def print_table(summary: dict[str, Any], args: argparse.Namespace) -> None:
     print()
     print(
@@ -340,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--openai", action="store_true", help="also bench/openai_engine.py's measurement"
     )
+    parser.add_argument(
+        "--constrained", action="store_true", help="also the response_format overhead"
+    )
+    parser.add_argument(
+        "--no-peer", action="store_true", help="skip the engine vs generate() comparison"
+    )
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args(argv)
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
@@ -357,10 +444,15 @@ def main(argv: list[str] | None = None) -> int:
         f"transformers {transformers.__version__}; load average {load_average()}"
     )
     result: dict[str, Any] = {"command": " ".join(["bench/inference.py", *(argv or sys.argv[1:])])}
-    summary = compare(args, requests)
-    result["compare"] = summary
     result["torch_threads"] = torch.get_num_threads()
-    print_table(summary, args)
+    if not args.no_peer:
+        summary = compare(args, requests)
+        result["compare"] = summary
+        print_table(summary, args)
+    if args.constrained:
+        result["constrained"] = constrained_overhead(args, requests)
+        print()
+        print(f"constrained vs free ({args.dtypes[0]}): {result['constrained']}")
     if args.one_at_a_time:
         result["one_at_a_time"] = one_at_a_time(args, requests)
         print()

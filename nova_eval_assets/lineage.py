@@ -33,7 +33,7 @@ from nova_eval_assets.recipe import LoadedRecipe
 METADATA_KEY = b"nova_eval.lineage"
 #: Bump when the inference stage's output changes for the same inputs (not the engine: its
 #: source files are hashed into the code version).
-INFERENCE_REVISION = 1
+INFERENCE_REVISION = 2  # 2: token_logprobs carry constrained_logprob and forced
 #: the engine sources whose change changes an engine's generations, per engine (so a change to
 #: one engine does not invalidate the outputs of the others); the managed server, the CPU
 #: thread split and the factory do not change what a model writes

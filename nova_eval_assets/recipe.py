@@ -20,6 +20,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nova_eval_assets.engines.constraints import (
+    ResponseFormat,
+    classification_schema,
+    compile_error,
+)
+
 TASK_STRATEGIES = {"gen_qa": "gen_qa", "llm_judge": "judge"}
 LAMBDA_ARN = re.compile(
     r"^arn:aws[a-z-]*:lambda:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:function:"
@@ -131,6 +137,58 @@ class ServerConfig(_Section):
     env: dict[str, str] = Field(default_factory=dict)
 
 
+class ResponseFormatConfig(_Section):
+    """Extension: the output follows a format (engines/constraints.py): ``json_schema``
+    (``schema``), ``regex`` (``pattern``), ``choice`` (``choices``), or ``classification``
+    (the classification section's label field as an enum of its labels, then ``thought``
+    and ``description`` strings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    type: Literal["json_schema", "regex", "choice", "classification"]
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    pattern: str | None = Field(default=None, min_length=1)
+    choices: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _keys_of_type(self) -> ResponseFormatConfig:
+        needs = {"json_schema": "schema", "regex": "pattern", "choice": "choices"}
+        given = {
+            "schema": self.json_schema is not None,
+            "pattern": self.pattern is not None,
+            "choices": self.choices is not None,
+        }
+        wanted = needs.get(self.type)
+        for key, present in given.items():
+            if present and key != wanted:
+                raise ValueError(f"response_format.{key} does not go with type '{self.type}'")
+        if wanted and not given[wanted]:
+            raise ValueError(f"response_format type '{self.type}' needs response_format.{wanted}")
+        choices = self.choices
+        if choices is not None and (not choices or len(set(choices)) < len(choices)):
+            raise ValueError("response_format.choices must list distinct strings")
+        built = self.build()
+        if built is not None:
+            problem = compile_error(built)
+            if problem is not None:
+                raise ValueError(f"response_format does not compile: {problem}")
+        return self
+
+    def build(self, classification: ClassificationConfig | None = None) -> ResponseFormat | None:
+        """The engines' `ResponseFormat` (classification: from the classification section)."""
+        if self.type == "json_schema":
+            return ResponseFormat.json_schema(self.json_schema)
+        if self.type == "regex":
+            return ResponseFormat.regex(self.pattern)
+        if self.type == "choice":
+            return ResponseFormat.choice(self.choices)
+        if classification is None or not classification.labels:
+            return None
+        return ResponseFormat.json_schema(
+            classification_schema(classification.label_field, classification.labels)
+        )
+
+
 class InferenceConfig(_Section):
     # Nova's template allows 0..100000 (1.0) and 0..32768 (2.0); 0 would generate nothing.
     # None: 256 for gen_qa; a judge recipe (Nova's has none) uses the judge's default.
@@ -163,6 +221,7 @@ class InferenceConfig(_Section):
     max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)  # vllm
     server: ServerConfig | None = None  # openai: a server the replica process manages
+    response_format: ResponseFormatConfig | None = None  # constrained output
 
     @model_validator(mode="after")
     def _engine_keys(self) -> InferenceConfig:
@@ -338,7 +397,11 @@ class AnalysisConfig(_Section):
     # `correctness_metric` decides what is correct
     label_field: str | None = Field(default=None, min_length=1, max_length=128)
     json_mode: Literal["strict", "embedded"] | None = None  # unset: classification's, else strict
-    confidence: Literal["first_token", "label", "mean_token", "min_token"] = "first_token"
+    # auto: label_confidence where the examples have it (constrained decoding), else
+    # first_token
+    confidence: Literal[
+        "auto", "first_token", "label", "label_confidence", "mean_token", "min_token"
+    ] = "auto"
     correctness_metric: str = Field(default="em", min_length=1)
     quality_threshold: float = Field(default=0.5, ge=0.0)
     low_confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -433,12 +496,34 @@ class Recipe(_Section):
     schedule: ScheduleConfig | None = None  # extension: cron + timezone of a recurring run
 
     @model_validator(mode="after")
+    def _classification_format_has_labels(self) -> Recipe:
+        fmt = self.inference.response_format
+        if fmt is not None and fmt.type == "classification":
+            if self.classification is None or not self.classification.labels:
+                raise ValueError(
+                    "inference.response_format type 'classification' needs a classification "
+                    "section with label_field and labels"
+                )
+            if self.inference.engine == "bedrock":
+                raise ValueError("inference.response_format is not supported by engine 'bedrock'")
+        elif fmt is not None and self.inference.engine == "bedrock":
+            raise ValueError("inference.response_format is not supported by engine 'bedrock'")
+        return self
+
+    @property
+    def response_format(self) -> ResponseFormat | None:
+        """The output format the engines enforce (None: free text)."""
+        fmt = self.inference.response_format
+        return None if fmt is None else fmt.build(self.classification)
+
+    @model_validator(mode="after")
     def _analysis_has_labels(self) -> Recipe:
         has_field = self.analysis.label_field or self.classification is not None
-        if self.analysis.confidence == "label" and not has_field:
+        measure = self.analysis.confidence
+        if measure in ("label", "label_confidence") and not has_field:
             raise ValueError(
-                "analysis.confidence 'label' needs analysis.label_field (or a classification "
-                "section): the JSON field that holds the label"
+                f"analysis.confidence '{measure}' needs analysis.label_field (or a "
+                "classification section): the JSON field that holds the label"
             )
         return self
 

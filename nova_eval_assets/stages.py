@@ -51,7 +51,15 @@ ProgressCallback = Callable[[int, int], None]
 
 TOP_TOKEN = pa.struct([("token", pa.string()), ("logprob", pa.float64())])
 TOKEN_LOGPROB = pa.struct(
-    [("token", pa.string()), ("logprob", pa.float64()), ("top", pa.list_(TOP_TOKEN))]
+    [
+        ("token", pa.string()),
+        ("logprob", pa.float64()),
+        ("top", pa.list_(TOP_TOKEN)),
+        # inference.response_format: renormalized over the allowed tokens; the model's top
+        # token was not allowed (null without a constraint)
+        ("constrained_logprob", pa.float64()),
+        ("forced", pa.bool_()),
+    ]
 )
 PROMPT_COLUMNS = [
     pa.field("row_index", pa.int64(), nullable=False),
@@ -114,6 +122,7 @@ def sampling_settings(loaded: LoadedRecipe) -> SamplingSettings:
         top_logprobs=inference.top_logprobs,
         seed=inference.seed,
         reasoning_effort=inference.reasoning_effort,
+        response_format=loaded.recipe.response_format,
     )
 
 
@@ -339,6 +348,8 @@ def _generate_block(
                 "token": t.token,
                 "logprob": t.logprob,
                 "top": [{"token": tok, "logprob": lp} for tok, lp in t.top],
+                "constrained_logprob": t.constrained_logprob,
+                "forced": t.forced,
             }
             for t in g.tokens
         ]

@@ -63,6 +63,8 @@ def test_first_label_token_under_each_tokenizer_style(style):
     assert out["first_token_prob"][0] == pytest.approx(math.exp(first_lp))
     assert out["label_logprob"][0] == pytest.approx(label_lp)
     assert out["label_prob"][0] == pytest.approx(math.exp(label_lp))
+    # unconstrained (constrained_logprob null): no label confidence, nothing forced
+    assert np.isnan(out["label_confidence"][0]) and out["forced_tokens"][0] == 0
 
 
 def test_label_over_several_tokens_and_a_shared_first_token():

@@ -26,6 +26,9 @@ TOKEN_LEAVES = [
     "token_logprobs.list.element.token",
     "token_logprobs.list.element.logprob",
     "token_logprobs.list.element.top.list.element.logprob",
+    # inference.response_format: label_confidence and forced_tokens (absent in older files)
+    "token_logprobs.list.element.constrained_logprob",
+    "token_logprobs.list.element.forced",
 ]
 BATCH_ROWS = 65_536
 _METRIC_ENTRY = pa.list_(pa.struct([("key", pa.string()), ("value", pa.float64())]))

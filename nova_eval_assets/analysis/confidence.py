@@ -1,9 +1,11 @@
 """Confidence per example from the captured token log probabilities, column-wise.
 
 Input: the ``token_logprobs`` column of the examples table (one list per example of
-``{token, logprob, top: [{token, logprob}, ...]}``, ``token`` being the text of the
-generated token). Nothing here loops over examples in Python: the lists are flattened
-once, and every measure is a numpy operation over the flat arrays and their offsets.
+``{token, logprob, top: [{token, logprob}, ...], constrained_logprob, forced}``, ``token``
+being the text of the generated token; the last two, set under ``inference.response_format``
+and null otherwise, may be absent from older tables). Nothing here loops over examples in
+Python: the lists are flattened once, and every measure is a numpy operation over the flat
+arrays and their offsets.
 
 The *answer* of an example is where the model states its answer:
 
@@ -29,6 +31,18 @@ Measures (per example; NaN where undefined, e.g. an unscored row or no answer fo
 - ``label_prob``: probability of the whole predicted label, exp of the summed log
   probabilities of every token overlapping the value *and its closing quote*: the closing
   quote is what separates ``software`` from ``software_urgent``, which share a first token.
+- ``label_confidence``: under constrained decoding (e.g. the classification shorthand, whose
+  label field is an enum of the labels), the probability of the chosen label among the
+  labels the constraint allowed: exp of the summed ``constrained_logprob`` of every token
+  from the one holding the value's *opening* quote (the step that picks the opening quote
+  already picks among label starts: ``'"'`` against ``'"hard'``) through the one holding
+  its closing quote. Strictly it is the probability of this token sequence, which is the
+  label's where no other token sequence the constraint allows spells the same label. NaN
+  without ``constrained_logprob`` (no constraint, or an older table), where one of those
+  tokens has none, without a label field, and where no quoted value with its closing quote
+  is found (an unquoted value such as ``"class": 3``, or an output cut before the quote).
+- ``forced_tokens``: how many generated tokens the constraint forced (the model's own top
+  token was not allowed); 0 without a constraint.
 - ``first_token_entropy``: entropy (nats) of the top-k distribution at the first answer
   token, renormalized over the k returned alternatives; ``first_token_top_mass`` is the
   probability those k alternatives cover (the entropy is a lower bound of the full one when
@@ -50,6 +64,7 @@ import pyarrow.compute as pc
 MEASURE_COLUMNS = {
     "first_token": "first_token_prob",
     "label": "label_prob",
+    "label_confidence": "label_confidence",
     "mean_token": "mean_token_prob",
     "min_token": "min_token_prob",
 }
@@ -116,8 +131,20 @@ def locate_answer(
     return found, start, value, close
 
 
+_CLP = "constrained_logprob"
+
+
 def _nan_array(n: int) -> np.ndarray:
     return np.full(n, np.nan)
+
+
+def _span_sums(values: np.ndarray, first: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """Per row, the sum of ``values[first : first + span]`` (0 where ``span`` is 0)."""
+    out = np.zeros(len(first))
+    for k in range(int(span.max(initial=0))):
+        rows = np.flatnonzero(span > k)
+        out[rows] += values[first[rows] + k]
+    return out
 
 
 def confidence_columns(
@@ -159,15 +186,30 @@ def confidence_columns(
     last_close = np.where(found, np.maximum(last_close, first), 0)
 
     first_logprob = np.where(found, logprob[first] if logprob.size else np.nan, np.nan)
-    span = np.where(found, last_close - first + 1, 0)
-    label_logprob = np.where(found, 0.0, np.nan)
-    for k in range(int(span.max(initial=0))):
-        rows = np.flatnonzero(span > k)
-        label_logprob[rows] += logprob[first[rows] + k]
+    label_logprob = _span_sums(logprob, first, np.where(found, last_close - first + 1, 0))
+    label_logprob[~found] = np.nan
+
+    # -- under a constraint: the label among the allowed ones, and the forced tokens
+    flat_type = flat.type
+    label_confidence = _nan_array(n)
+    closed = found & (close > 0) & (pre > 0)
+    if label_field is not None and closed.any() and flat_type.get_field_index(_CLP) >= 0:
+        constrained = pc.struct_field(flat, _CLP).to_numpy(zero_copy_only=False)
+        constrained = constrained.astype(np.float64)  # a null becomes NaN, and so the sum
+        opening = np.searchsorted(cum_end, begin - 1, side="right")
+        opening = np.where(closed, np.minimum(opening, first), 0)
+        span = np.where(closed, last_close - opening + 1, 0)
+        label_confidence = np.exp(_span_sums(constrained, opening, span))
+        label_confidence[~closed] = np.nan
+    forced_tokens = np.zeros(n, dtype=np.int64)
+    if flat_type.get_field_index("forced") >= 0 and len(flat):
+        forced = pc.fill_null(pc.struct_field(flat, "forced"), False)
+        forced = forced.to_numpy(zero_copy_only=False).astype(bool)
+        owner = np.repeat(np.arange(n), lengths)
+        forced_tokens = np.bincount(owner[forced], minlength=n)
 
     # -- the top-k distribution at the first answer token
     entropy, top_mass = _nan_array(n), _nan_array(n)
-    flat_type = flat.type
     if found.any() and flat_type.get_field_index("top") >= 0:
         rows = np.flatnonzero(found)
         chosen = pc.struct_field(flat, "top").take(pa.array(first[rows]))
@@ -231,6 +273,8 @@ def confidence_columns(
         "first_token_prob": np.exp(first_logprob),
         "label_logprob": label_logprob,
         "label_prob": np.exp(label_logprob),
+        "label_confidence": label_confidence,
+        "forced_tokens": forced_tokens.astype(np.int32),
         "first_token_entropy": entropy,
         "first_token_top_mass": top_mass,
         "n_tokens": lengths.astype(np.int32),

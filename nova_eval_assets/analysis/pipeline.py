@@ -253,7 +253,8 @@ def analyze(
     scored = c["scored"]
     correct = c["correct"]
     uses_labels = config.label_field is not None
-    measure_column = MEASURE_COLUMNS[config.confidence]
+    used, automatic = _confidence_measure(c, scored, config)
+    measure_column = MEASURE_COLUMNS[used]
     if measure_column not in c:
         for column in MEASURE_COLUMNS.values():
             c[column] = np.full(n, np.nan)
@@ -266,6 +267,11 @@ def analyze(
             f"the label field '{config.label_field}' was found in no generated output, so "
             "there is no label confidence (see the failure categories)"
         )
+    elif used == "label_confidence" and not np.isfinite(confidence).any():
+        ex.notes.append(
+            "no example has a constrained log probability (inference.response_format): "
+            "there is no label_confidence"
+        )
 
     # -- calibration of the chosen measure, and a comparison of every measure
     calib = calibration.calibration_summary(
@@ -276,6 +282,8 @@ def analyze(
         if measure == "label" and not uses_labels:
             continue
         values = np.where(scored, c[column], np.nan)
+        if column == "label_confidence" and used != measure and not np.isfinite(values).any():
+            continue  # listed where the output was constrained
         p_ok = np.isfinite(values) & np.isfinite(correct)
         measures.append(
             {
@@ -297,6 +305,7 @@ def analyze(
     for column in (
         "first_token_prob",
         "label_prob",
+        "label_confidence",
         "first_token_entropy",
         "first_token_top_mass",
         "mean_token_prob",
@@ -305,6 +314,8 @@ def analyze(
         if column not in c or (column == "label_prob" and not uses_labels):
             continue
         values = np.where(scored, c[column], np.nan)
+        if column == "label_confidence" and not np.isfinite(values).any():
+            continue
         right = np.isfinite(values) & (correct == 1)
         wrong = np.isfinite(values) & (correct == 0)
         by_outcome.append(
@@ -409,10 +420,14 @@ def analyze(
             "json_ok": int((json_status == 0).sum()),
             "json_embedded": int((json_status == 1).sum()),
             "json_invalid": int((json_status == 2).sum()),
+            "with_label_confidence": int((np.isfinite(c["label_confidence"]) & scored).sum()),
+            "with_forced_tokens": int(((c.get("forced_tokens", np.zeros(n)) > 0) & scored).sum()),
         },
         "notes": ex.notes,
         "confidence": {
-            "measure": config.confidence,
+            "measure": used,  # the measure used
+            "requested": config.confidence,
+            "automatic": automatic,  # chosen by confidence 'auto'
             "column": measure_column,
             "quantiles": _quantiles(confidence),
             "mean": float(np.nanmean(confidence)) if np.isfinite(confidence).any() else None,
@@ -429,6 +444,19 @@ def analyze(
     if plots:
         images = _analysis_images(summary, strata_rows, confidence, correct, config)
     return EvaluationAnalysis(summary, per_example, strata_rows, images)
+
+
+def _confidence_measure(
+    c: dict[str, Any], scored: np.ndarray, config: AnalysisConfig
+) -> tuple[str, bool]:
+    """(measure used, chosen automatically): ``auto`` is the label confidence where a
+    scored example has one (constrained decoding), else the first-token probability."""
+    if config.confidence != "auto":
+        return config.confidence, False
+    label_confidence = c.get("label_confidence")
+    if label_confidence is not None and np.isfinite(label_confidence[scored]).any():
+        return "label_confidence", True
+    return "first_token", True
 
 
 def _per_example_table(
@@ -463,6 +491,8 @@ def _per_example_table(
         "label_tokens",
         "first_token_prob",
         "label_prob",
+        "label_confidence",
+        "forced_tokens",
         "first_token_entropy",
         "first_token_top_mass",
         "mean_logprob",

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from .constraints import ResponseFormat
+
 #: How many batches make up one block (see `block_size`).
 BLOCK_BATCHES = 4
 
@@ -59,6 +61,8 @@ class SamplingSettings:
     # None = off; else the model thinks first (engines/reasoning.py) and `Generation.text`
     # is only the answer
     reasoning_effort: str | None = None
+    # None = free text; else the output follows this format (engines/constraints.py)
+    response_format: ResponseFormat | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -94,12 +98,18 @@ class TokenLogprob:
     generation's `text` is decoded from all ids at once and is exact.
     `top` is empty when `SamplingSettings.top_logprobs` is 0.  `token_id` (an
     addition to the Nova fields) is the vocabulary id, for exact re-scoring.
+    Under `SamplingSettings.response_format`, `constrained_logprob` is the token's log
+    probability renormalized over the tokens the constraint allowed at that step, and
+    `forced` says the model's own top token was not allowed (None: no constraint, or the
+    engine does not know).
     """
 
     token: str
     logprob: float  # chosen token, from the RAW distribution (log_softmax of unprocessed logits)
     top: list[tuple[str, float]] = field(default_factory=list)  # raw top tokens, descending
     token_id: int | None = None
+    constrained_logprob: float | None = None
+    forced: bool | None = None
 
 
 @dataclass

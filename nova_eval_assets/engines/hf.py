@@ -60,6 +60,7 @@ from .base import (
     TokenLogprob,
 )
 from .base import block_size as _block_size
+from .constraints import ResponseFormatError, TokenMatchers, compile_error
 from .cpu_threads import CoreShare, fixed_threads, process_share, user_chose_threads
 from .decoder import FastDecoder, unsupported_reason
 from .models import ResolvedModel, cache_root, ensure_chat_template, load_dir, resolve_model
@@ -277,6 +278,18 @@ class HFEngine:
         """Refuse settings this model cannot follow before any row is generated."""
         if settings.reasoning_effort is not None and not self.reasoning.supported:
             raise not_supported(self.model_name)
+        if settings.response_format is not None:
+            problem = compile_error(settings.response_format)
+            if problem is not None:
+                raise ResponseFormatError(f"inference.response_format: {problem}")
+
+    def _matchers(self, batch: list[_Prepared], settings: SamplingSettings, vocab: int):
+        """Per-row grammar matchers under `response_format` (None: free text)."""
+        if settings.response_format is None:
+            return None
+        return TokenMatchers(
+            self.tokenizer, settings.response_format, len(batch), vocab, self.stop_ids
+        )
 
     def format_prompt(self, request: GenerationRequest, reasoning_effort: str | None = None) -> str:
         """The prompt text as the model sees it (chat template, generation prompt added, the
@@ -524,6 +537,10 @@ class HFEngine:
 
             tokens = torch.zeros((size, steps), dtype=torch.long, device=device)
             chosen_lps = torch.zeros((size, steps), dtype=torch.float32, device=device)
+            matchers = self._matchers(batch, settings, logits.shape[-1])
+            if matchers is not None:
+                constrained_lps = torch.zeros((size, steps), dtype=torch.float32, device=device)
+                forced = torch.zeros((size, steps), dtype=torch.bool, device=device)
             top_ids = torch.zeros((size, steps, n_top), dtype=torch.long, device=device)
             top_lps = torch.zeros((size, steps, n_top), dtype=torch.float32, device=device)
             lengths = torch.zeros(size, dtype=torch.long, device=device)
@@ -535,9 +552,19 @@ class HFEngine:
             alive = torch.ones(size, dtype=torch.bool, device=device)
             for step in range(steps):
                 row_generators = generators and [generators[r] for r in slot_rows]
-                chosen, chosen_lp, top_lp, top_i = _pick(logits, settings, row_generators)
+                allowed = matchers and matchers.allowed(slot_rows, device)
+                chosen, chosen_lp, top_lp, top_i, picked = _pick(
+                    logits, settings, row_generators, allowed
+                )
                 tokens[slots, step] = chosen
                 chosen_lps[slots, step] = chosen_lp
+                if matchers is not None:
+                    constrained_lps[slots, step], forced[slots, step] = picked
+                    running_rows = alive.tolist()
+                    matchers.advance(
+                        [r for r, a in zip(slot_rows, running_rows, strict=True) if a],
+                        [t for t, a in zip(chosen.tolist(), running_rows, strict=True) if a],
+                    )
                 if n_top:
                     top_ids[slots, step] = top_i
                     top_lps[slots, step] = top_lp
@@ -583,7 +610,14 @@ class HFEngine:
                     )
                 ]
         finish = ["stop" if s else "length" for s in stopped_list]
-        return ids_out, lps_out, tops_out, finish
+        constrained = None
+        if matchers is not None:
+            all_clp, all_forced = constrained_lps.tolist(), forced.tolist()
+            constrained = [
+                (all_clp[r][: lengths_list[r]], all_forced[r][: lengths_list[r]])
+                for r in range(size)
+            ]
+        return ids_out, lps_out, tops_out, finish, constrained
 
     def _decode_generic(self, batch: list[_Prepared], settings: SamplingSettings):
         """The decode loop over the transformers forward and a `DynamicCache`, for the
@@ -607,6 +641,8 @@ class HFEngine:
         tops: list[list[list[tuple[str, float]]]] = [[] for _ in batch]
         finish = ["length"] * size
         active = list(range(size))  # rows of `batch` still decoding, in cache order
+        matchers = None
+        constrained: list[tuple[list[float], list[bool]]] | None = None
 
         with torch.inference_mode():
             cache = DynamicCache(config=self.model.config)
@@ -630,15 +666,22 @@ class HFEngine:
                 logits_to_keep=1,
             )
             budgets = [p.budget for p in batch]
+            matchers = self._matchers(batch, settings, out.logits.shape[-1])
+            if matchers is not None:
+                constrained = [([], []) for _ in batch]
             for _step in range(max(budgets)):
                 row_generators = generators and [generators[r] for r in active]
-                chosen, chosen_lp, top_v, top_i = _pick(
-                    out.logits[:, -1, :], settings, row_generators
+                allowed = matchers and matchers.allowed(active, device)
+                chosen, chosen_lp, top_v, top_i, picked = _pick(
+                    out.logits[:, -1, :], settings, row_generators, allowed
                 )
                 chosen_cpu = chosen.tolist()
                 lp_cpu = chosen_lp.tolist()
                 if n_top:
                     top_v, top_i = top_v.tolist(), top_i.tolist()
+                if matchers is not None:
+                    matchers.advance(active, chosen_cpu)
+                    picked_lp, picked_forced = (t.tolist() for t in picked)
 
                 keep = []
                 for k, r in enumerate(active):
@@ -648,6 +691,9 @@ class HFEngine:
                         continue
                     chosen_ids[r].append(token)
                     chosen_lps[r].append(lp_cpu[k])
+                    if constrained is not None:
+                        constrained[r][0].append(picked_lp[k])
+                        constrained[r][1].append(picked_forced[k])
                     if n_top:
                         tops[r].append(
                             [(self.piece(t), v) for t, v in zip(top_i[k], top_v[k], strict=True)]
@@ -673,7 +719,7 @@ class HFEngine:
                     use_cache=True,
                 )
                 next_position = next_position + 1
-        return chosen_ids, chosen_lps, tops, finish
+        return chosen_ids, chosen_lps, tops, finish, constrained
 
     def _generations(
         self,
@@ -683,6 +729,7 @@ class HFEngine:
         chosen_lps: list[list[float]],
         tops: list[list[list[tuple[str, float]]]],
         finish: list[str],
+        constrained: list[tuple[list[float], list[bool]]] | None = None,
     ) -> list[Generation]:
         n_top = settings.top_logprobs
         generations = []
@@ -693,6 +740,9 @@ class HFEngine:
                 )
                 for j, (t, lp) in enumerate(zip(chosen_ids[r], chosen_lps[r], strict=True))
             ]
+            if constrained is not None:
+                for token, clp, was_forced in zip(tokens, *constrained[r], strict=True):
+                    token.constrained_logprob, token.forced = clp, bool(was_forced)
             text = self.tokenizer.decode(chosen_ids[r], skip_special_tokens=False)
             reasoning = None
             if settings.reasoning_effort is not None:
@@ -717,10 +767,15 @@ class HFEngine:
         return generations
 
 
-def _pick(logits, settings: SamplingSettings, generators):
+def _pick(logits, settings: SamplingSettings, generators, allowed=None):
     """One step's choice per row from the raw logits (rows x vocab): the token, its log
-    probability, and the `top_logprobs` most likely tokens' log probabilities and ids
-    (empty tensors when 0).
+    probability, the `top_logprobs` most likely tokens' log probabilities and ids (None
+    when 0), and under a constraint (`allowed`: rows x vocab, bool) the pair
+    (constrained log probability, forced) per row (None without one).
+
+    With `allowed`, the token is chosen among the allowed ones (greedy: the most likely
+    allowed token; sampling: from the processed distribution restricted to them); its
+    `logprob` and the top list stay those of the raw distribution.
 
     Log probabilities are ``logit - logsumexp(logits)`` in float32: the same numbers as
     ``log_softmax`` without writing a vocabulary-sized tensor per row.  The top list
@@ -741,13 +796,22 @@ def _pick(logits, settings: SamplingSettings, generators):
         top_v = top_v.gather(-1, order)
         top_v, order = top_v.sort(dim=-1, descending=True, stable=True)
         top_i = top_i.gather(-1, order)
+    own = top_i[:, 0] if n_top else logits.argmax(dim=-1)  # the model's top choice
+    choose_from, picked = logits, None
+    if allowed is not None:
+        choose_from = logits.masked_fill(~allowed, float("-inf"))
     if settings.greedy:
-        chosen = top_i[:, 0] if n_top else logits.argmax(dim=-1)
+        chosen = own if allowed is None else choose_from.argmax(dim=-1)
     else:
-        chosen = _sample(logits, settings, generators)
+        chosen = _sample(choose_from, settings, generators)
     chosen_lp = logits.gather(1, chosen[:, None])[:, 0] - lse
     top_lp = top_v - lse[:, None] if n_top else None
-    return chosen, chosen_lp, top_lp, top_i
+    if allowed is not None:
+        constrained_lp = choose_from.gather(1, chosen[:, None])[:, 0] - torch.logsumexp(
+            choose_from, dim=-1
+        )
+        picked = (constrained_lp, ~allowed.gather(1, own[:, None])[:, 0])
+    return chosen, chosen_lp, top_lp, top_i, picked
 
 
 def _sample(logits, settings: SamplingSettings, generators) -> object:

@@ -27,7 +27,13 @@ RUN_ID = "run_id"
 
 TOP_TOKEN = pa.struct([("token", pa.string()), ("logprob", pa.float64())])
 TOKEN_LOGPROB = pa.struct(
-    [("token", pa.string()), ("logprob", pa.float64()), ("top", pa.list_(TOP_TOKEN))]
+    [
+        ("token", pa.string()),
+        ("logprob", pa.float64()),
+        ("top", pa.list_(TOP_TOKEN)),
+        ("constrained_logprob", pa.float64()),  # inference.response_format (else null)
+        ("forced", pa.bool_()),
+    ]
 )
 TIMESTAMP = pa.timestamp("ms")  # UTC, without a zone (Athena's timestamp)
 
