@@ -24,6 +24,7 @@ import yaml
 
 from nova_eval_assets import stages
 from nova_eval_assets.engines import GenerationRequest, SamplingSettings, create_engine
+from nova_eval_assets.engines.constraints import ResponseFormat, classification_schema
 from nova_eval_assets.engines.vllm import (
     NOT_INSTALLED,
     PreparedRow,
@@ -32,6 +33,7 @@ from nova_eval_assets.engines.vllm import (
     llm_kwargs,
     sampling_params_kwargs,
     stop_token_ids,
+    structured_outputs_kwargs,
     to_generation,
     token_logprobs,
     top_entries,
@@ -78,6 +80,14 @@ class RequestOutput:  # vllm.outputs.RequestOutput
 
 @dataclass
 class FakeSamplingParams:
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+
+@dataclass
+class FakeStructuredOutputs:  # vllm.sampling_params.StructuredOutputsParams
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __init__(self, **kwargs: Any) -> None:
@@ -151,6 +161,42 @@ def test_sampling_params_sampled_row_has_its_own_seed_and_top_k():
     )
     assert (kwargs["temperature"], kwargs["top_p"], kwargs["top_k"]) == (0.8, 0.9, 40)
     assert kwargs["logprobs"] == 0  # vLLM still returns the chosen token's log probability
+
+
+SCHEMA = classification_schema("class", ["hardware", "software", "network"])
+
+
+@pytest.mark.parametrize(
+    ("response_format", "expected"),
+    [
+        (
+            ResponseFormat.json_schema(SCHEMA),
+            {"json": SCHEMA, "disable_any_whitespace": True},  # ", " and ": " as hf writes
+        ),
+        (ResponseFormat.regex(r"[A-D]"), {"regex": "[A-D]"}),
+        (ResponseFormat.choice(["yes", "no"]), {"choice": ["yes", "no"]}),
+    ],
+    ids=["json_schema", "regex", "choice"],
+)
+def test_sampling_params_carry_the_response_format(response_format, expected):
+    settings = SamplingSettings(temperature=0.8, response_format=response_format)
+    assert structured_outputs_kwargs(response_format) == expected
+    kwargs = sampling_params_kwargs(settings, 3, 40, structured_outputs=FakeStructuredOutputs)
+    constraint = kwargs.pop("structured_outputs")
+    assert isinstance(constraint, FakeStructuredOutputs) and constraint.kwargs == expected
+    if "json" in expected:  # the schema's key order is kept (properties in schema order)
+        assert list(constraint.kwargs["json"]["properties"]) == ["class", "thought", "description"]
+    free = sampling_params_kwargs(SamplingSettings(temperature=0.8), 3, 40)
+    assert kwargs == free  # nothing else changes
+    assert structured_outputs_kwargs(None) is None and "structured_outputs" not in free
+
+
+def test_a_response_format_without_vllm_is_a_clear_error():
+    if HAS_VLLM:
+        pytest.skip("vllm is installed here")
+    settings = SamplingSettings(response_format=ResponseFormat.regex("a+"))
+    with pytest.raises(VLLMNotInstalledError, match="needs vLLM"):
+        sampling_params_kwargs(settings, 0, 8)
 
 
 def test_llm_kwargs():
@@ -301,6 +347,23 @@ def test_engine_feeds_chat_template_ids_and_maps_outputs(tiny_model):
     assert set(params["stop_token_ids"]) == {eos, tokenizer.convert_tokens_to_ids("<|endoftext|>")}
 
 
+def test_engine_gives_every_row_its_own_structured_outputs(tiny_model):
+    engine, llm, _ = fake_engine(
+        tiny_model, [40, 41], default_batch_size=1, structured_outputs=FakeStructuredOutputs
+    )
+    choice = ResponseFormat.choice(["hardware", "software"])
+    requests = [GenerationRequest(i, f"Ticket {i}") for i in range(5)]
+    engine.generate(requests, SamplingSettings(max_new_tokens=4, response_format=choice))
+    params = [p.kwargs for _, call in llm.calls for p in call]
+    assert len(params) == 5
+    constraints = [p["structured_outputs"] for p in params]
+    assert all(c.kwargs == {"choice": ["hardware", "software"]} for c in constraints)
+    assert len({id(c) for c in constraints}) == 5  # vLLM writes its backend into each
+    llm.calls.clear()
+    engine.generate(requests[:1], SamplingSettings(max_new_tokens=4))
+    assert "structured_outputs" not in llm.calls[0][1][0].kwargs
+
+
 def test_engine_clips_budgets_to_the_context_and_refuses_full_prompts(tiny_model):
     engine, llm, _ = fake_engine(tiny_model, [40, 41, 42, 43, 44, 45], max_model_len=24)
     short = GenerationRequest(0, "Hi")
@@ -384,3 +447,29 @@ def test_real_vllm_short_evaluation():
             assert token.logprob <= 0 and len(token.top) == 5
             assert [lp for _, lp in token.top] == sorted((lp for _, lp in token.top), reverse=True)
             assert token.top[0][1] == pytest.approx(token.logprob, abs=1e-3)
+
+
+@needs_vllm
+def test_real_vllm_follows_a_json_schema():
+    """Real vLLM (GPU) enforces the classification schema, compact as the hf engine writes."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    import jsonschema
+
+    engine = create_engine("vllm", "smollm2-135m-instruct", dtype="bfloat16")
+    schema = {
+        "type": "object",
+        "properties": {"class": {"enum": ["hardware", "software"]}},
+        "required": ["class"],
+        "additionalProperties": False,
+    }
+    settings = SamplingSettings(
+        max_new_tokens=32, temperature=0.8, response_format=ResponseFormat.json_schema(schema)
+    )
+    requests = [GenerationRequest(i, f"Classify ticket {i}: my laptop is slow.") for i in range(8)]
+    for generation in engine.generate(requests, settings):
+        assert generation.finish_reason == "stop", generation
+        jsonschema.validate(json.loads(generation.text), schema)
+        assert generation.text.startswith('{"class": "')

@@ -12,6 +12,38 @@ One request per row: ``POST {endpoint}/v1/chat/completions`` with
     top_k        inference.top_k, only when not -1 (the extra field vLLM and SGLang accept)
     logprobs     true, with top_logprobs = inference.top_logprobs, only when that is > 0
     reasoning_effort  inference.reasoning_effort, only when set
+    response_format / structured_outputs  inference.response_format, only when set (below)
+
+Constrained output (``inference.response_format``, engines/constraints.py) goes in the
+server's structured-output fields; the server enforces it, this engine only asks:
+
+    json_schema  ``"response_format": {"type": "json_schema", "json_schema": {"name":
+                 "response", "schema": <schema>, "strict": true}}``, OpenAI's form, honoured
+                 by vLLM, SGLang, llama.cpp's C++ ``llama-server`` and OpenAI (whose strict
+                 mode takes only a subset of JSON Schema and refuses the rest).
+                 llama-cpp-python's server (``python -m llama_cpp.server``, the one the tests
+                 run) refuses that type (HTTP 500, "Input should be 'text' or 'json_object'")
+                 and takes ``{"type": "json_object", "schema": <schema>}`` instead: on that
+                 refusal the engine resends the row in this form and keeps it for the rest of
+                 the run (`json_schema_form`). It is never sent first: vLLM reads
+                 ``json_object`` as "any JSON" and would drop the schema. llama-cpp-python
+                 turns the schema into a GBNF grammar without ``minimum`` / ``maximum`` (a
+                 TODO of its converter) and, for a schema it cannot convert, silently allows
+                 any JSON.
+    regex        ``"structured_outputs": {"regex": <pattern>}``   vLLM >= 0.10.2 only (it
+    choice       ``"structured_outputs": {"choice": [...]}``      replaced ``guided_regex`` /
+                 ``guided_choice``, removed in 0.12).
+
+A server that ignores the field (llama.cpp ignores ``structured_outputs``, as servers
+without structured outputs ignore ``response_format``) returns unconstrained text: nothing
+here can tell, and the evaluation's JSON-validity figures then show it. A server that
+refuses the field for every row (HTTP 400 / 422 naming it: OpenAI refuses unknown fields,
+a strict schema it cannot take) raises :class:`ServerCapabilityError`. JSON whitespace is
+the server's own (llama.cpp writes ``{ "a": 1}``), not the hf engine's ``", "`` / ``": "``.
+``TokenLogprob.constrained_logprob`` and ``forced`` stay None: the server does not say which
+tokens the constraint allowed; ``logprob`` is whatever the server reports (vLLM masks the
+logits with the grammar before it computes log probabilities, so there they are renormalized
+over the allowed tokens; read from vLLM's code, unverified here).
 
 Each token's ``logprob`` and ``top_logprobs`` list is taken exactly as the server sent it.
 ``concurrency`` requests are in flight at once; 429, 5xx and connection errors are retried
@@ -26,6 +58,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
+import logging
 import os
 import random
 import time
@@ -36,6 +69,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from .base import BLOCK_BATCHES, Generation, GenerationRequest, SamplingSettings, TokenLogprob
+from .constraints import ResponseFormat
+
+logger = logging.getLogger(__name__)
 
 #: statuses worth asking again: throttling, timeouts, overloaded or restarting servers
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -44,6 +80,49 @@ FATAL_STATUS = frozenset({401, 403, 404})
 #: progress is reported every `concurrency * PROGRESS_WAVES` rows by default; a block is
 #: BLOCK_BATCHES of those, long enough that the drain at a block's end costs little
 PROGRESS_WAVES = 4
+
+
+#: how a json_schema format is sent: OpenAI's form, or llama-cpp-python's (module docstring)
+JSON_SCHEMA_FORMS = ("json_schema", "json_object")
+
+
+def structured_output_fields(
+    response_format: ResponseFormat | None, json_schema_form: str = "json_schema"
+) -> dict[str, Any]:
+    """The request-body fields that ask the server for `response_format` (module docstring);
+    empty for free text."""
+    if response_format is None:
+        return {}
+    if response_format.type == "json_schema":
+        if json_schema_form not in JSON_SCHEMA_FORMS:
+            raise ValueError(f"json_schema_form must be one of {JSON_SCHEMA_FORMS}")
+        return {"response_format": _json_schema_field(response_format.schema, json_schema_form)}
+    if response_format.type == "regex":
+        return {"structured_outputs": {"regex": response_format.pattern}}
+    if response_format.type == "choice":
+        return {"structured_outputs": {"choice": list(response_format.choices)}}
+    raise ValueError(f"unknown response_format type {response_format.type!r}")
+
+
+def _json_schema_field(schema: Any, form: str) -> dict[str, Any]:
+    if form == "json_object":  # llama-cpp-python's (and Anyscale's) schema-carrying JSON mode
+        return {"type": "json_object", "schema": schema}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": schema, "strict": True},
+    }
+
+
+def refuses_json_schema_type(status: int, detail: str) -> bool:
+    """The server does not know ``response_format`` type ``json_schema`` but names
+    ``json_object`` (llama-cpp-python: HTTP 500 with pydantic's literal error); an error
+    about the schema itself (vLLM: unsupported features) names no ``json_object``."""
+    return (
+        status in (400, 422, 500)
+        and "response_format" in detail
+        and "json_schema" in detail
+        and "json_object" in detail
+    )
 
 
 class ServerCapabilityError(RuntimeError):
@@ -129,9 +208,16 @@ class HTTPClient:
             return min(retry_after, self.max_backoff_s) + self.random.uniform(0, self.backoff_s)
         return min(self.backoff_s * 2**attempt * self.random.uniform(0.5, 1.5), self.max_backoff_s)
 
-    def request(self, url: str, body: dict | None = None, timeout_s: float | None = None) -> Any:
+    def request(
+        self,
+        url: str,
+        body: dict | None = None,
+        timeout_s: float | None = None,
+        give_up: Callable[[int, str], bool] | None = None,
+    ) -> Any:
         """GET (no body) or POST a JSON body; the decoded JSON answer. Raises
-        :class:`HTTPStatusError` or :class:`ConnectionFailure` once retries are spent."""
+        :class:`HTTPStatusError` or :class:`ConnectionFailure` once retries are spent, or at
+        once for an error answer ``give_up(status, detail)`` is true of (no retry fixes it)."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         attempt = 0
         while True:
@@ -143,7 +229,11 @@ class HTTPClient:
                     return json.loads(response.read().decode("utf-8"))
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode("utf-8", "replace")[:500]
-                if exc.code not in RETRY_STATUS or attempt >= self.max_retries:
+                if (
+                    exc.code not in RETRY_STATUS
+                    or attempt >= self.max_retries
+                    or (give_up is not None and give_up(exc.code, detail))
+                ):
                     raise HTTPStatusError(url, exc.code, detail) from None
                 wait_s = self.delay(attempt, retry_after_seconds(exc.headers.get("Retry-After")))
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
@@ -201,6 +291,9 @@ class OpenAIEngine:
         # judge: its verdict stands without them) instead of stopping the run
         self.require_logprobs = require_logprobs
         self.served: dict[str, Any] | None = None  # this model's /v1/models entry
+        # how a json_schema response_format is sent: "json_schema" (OpenAI's form) until the
+        # server refuses it, then "json_object" (llama-cpp-python's; module docstring)
+        self.json_schema_form = "json_schema"
         self.model_id = identity or f"openai:{self.base}#{model}"
         if probe:
             self.served = self.describe()
@@ -257,12 +350,44 @@ class OpenAIEngine:
             body["top_logprobs"] = settings.top_logprobs
         if settings.reasoning_effort is not None:
             body["reasoning_effort"] = settings.reasoning_effort
+        body.update(structured_output_fields(settings.response_format, self.json_schema_form))
         return body
 
     def _post(self, body: dict) -> dict:
+        fmt = body.get("response_format") or {}
+        openai_form = fmt.get("type") == "json_schema"
         try:
-            return self.client.request(self.url, body)
+            return self.client.request(
+                self.url, body, give_up=refuses_json_schema_type if openai_form else None
+            )
         except HTTPStatusError as exc:
+            if openai_form and refuses_json_schema_type(exc.status, exc.detail):
+                if self.json_schema_form != "json_object":
+                    self.json_schema_form = "json_object"
+                    logger.warning(
+                        "the server at %s refuses response_format type json_schema (%s); "
+                        "sending the schema as {type: json_object, schema} (llama-cpp-python's "
+                        "form) from now on",
+                        self.base,
+                        exc.detail[:200],
+                    )
+                schema = fmt["json_schema"]["schema"]
+                return self._post(
+                    {**body, "response_format": _json_schema_field(schema, "json_object")}
+                )
+            for field_name in ("response_format", "structured_outputs"):
+                if exc.status in (400, 422) and field_name in body and field_name in exc.detail:
+                    hint = (
+                        "regex and choice formats need vLLM >= 0.10.2 (its structured_outputs "
+                        "field); for other servers use type json_schema"
+                        if field_name == "structured_outputs"
+                        else "check the schema against what this server's structured outputs "
+                        "accept (OpenAI's strict mode takes only a subset of JSON Schema)"
+                    )
+                    raise ServerCapabilityError(
+                        f"the server at {self.base} refuses inference.response_format "
+                        f"({field_name}; HTTP {exc.status}: {exc.detail}); {hint}"
+                    ) from None
             if exc.status in (400, 422) and "top_k" in body and "top_k" in exc.detail:
                 raise ServerCapabilityError(
                     f"top_k is not supported by the server at {self.base} (HTTP {exc.status}: "
@@ -381,6 +506,7 @@ class OpenAIEngine:
 
 
 __all__ = [
+    "JSON_SCHEMA_FORMS",
     "ConnectionFailure",
     "HTTPClient",
     "HTTPStatusError",
@@ -388,5 +514,7 @@ __all__ = [
     "ServerCapabilityError",
     "base_url",
     "chat_completions_url",
+    "refuses_json_schema_type",
     "retry_after_seconds",
+    "structured_output_fields",
 ]

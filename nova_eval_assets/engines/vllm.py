@@ -17,6 +17,16 @@ row's budget: ``max_new_tokens`` clipped to what the prompt leaves of the contex
 ``seed`` derived from (seed, row_index) when sampling, so a row's draws do not depend on
 its batch, and ``logprobs = top_logprobs`` (0 still returns the chosen token's).
 
+Constrained output (``inference.response_format``, engines/constraints.py): the row's
+``SamplingParams`` gets ``structured_outputs=StructuredOutputsParams(...)`` (vLLM >= 0.10.2,
+`structured_outputs_kwargs`): ``json=<schema>`` with ``disable_any_whitespace=True`` (so the
+JSON is written with ``", "`` / ``": "`` as the hf engine writes it, in both of vLLM's
+backends, xgrammar and guidance), ``regex=<pattern>`` or ``choice=[...]``; vLLM's backend
+compiles and enforces it.  vLLM masks the logits with the grammar before its sampler takes
+the "raw" log probabilities, so under a constraint ``logprob`` and the top lists are those of
+the constrained distribution (read from vLLM's code, unverified here);
+``constrained_logprob`` and ``forced`` stay None.
+
 Log probabilities: the LLM is created with ``logprobs_mode="raw_logprobs"``: vLLM then
 returns log-softmax of the model's raw logits, before temperature, top-k / top-p and
 penalties (vLLM's documented default; set explicitly so a changed default cannot change
@@ -54,6 +64,7 @@ from .base import (
     TokenLogprob,
     block_size,
 )
+from .constraints import ResponseFormat
 from .reasoning import TemplateReasoning, not_supported, opens_thinking, split_reasoning
 
 logger = logging.getLogger(__name__)
@@ -126,13 +137,44 @@ def llm_kwargs(
     return kwargs
 
 
+def structured_outputs_kwargs(response_format: ResponseFormat | None) -> dict[str, Any] | None:
+    """The keyword arguments of ``vllm.sampling_params.StructuredOutputsParams`` for
+    `response_format` (None: free text)."""
+    if response_format is None:
+        return None
+    if response_format.type == "json_schema":
+        return {"json": response_format.schema, "disable_any_whitespace": True}
+    if response_format.type == "regex":
+        return {"regex": response_format.pattern}
+    if response_format.type == "choice":
+        return {"choice": list(response_format.choices)}
+    raise ValueError(f"unknown response_format type {response_format.type!r}")
+
+
+def structured_outputs_class() -> Any:
+    """vLLM's ``StructuredOutputsParams`` (vLLM >= 0.10.2)."""
+    import_vllm()
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError as exc:
+        raise VLLMNotInstalledError(
+            "inference.response_format with engine 'vllm' needs vLLM >= 0.10.2 "
+            f"(StructuredOutputsParams): {exc}"
+        ) from exc
+    return StructuredOutputsParams
+
+
 def sampling_params_kwargs(
     settings: SamplingSettings,
     row_index: int,
     max_tokens: int,
     stop_token_ids: Iterable[int] = (),
+    structured_outputs: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
-    """The keyword arguments of one row's ``vllm.SamplingParams``."""
+    """The keyword arguments of one row's ``vllm.SamplingParams``.
+
+    `structured_outputs`: the ``StructuredOutputsParams`` class (default: vLLM's), called
+    only under ``settings.response_format``."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     kwargs: dict[str, Any] = {
@@ -148,6 +190,10 @@ def sampling_params_kwargs(
         kwargs["top_k"] = settings.top_k
     if not settings.greedy:  # greedy draws nothing; a seeded request costs vLLM extra work
         kwargs["seed"] = row_seed(settings.seed, row_index)
+    constraint = structured_outputs_kwargs(settings.response_format)
+    if constraint is not None:
+        factory = structured_outputs or structured_outputs_class()
+        kwargs["structured_outputs"] = factory(**constraint)  # one per row: vLLM writes to it
     return kwargs
 
 
@@ -298,11 +344,13 @@ class VLLMEngine:
         llm: Any = None,
         tokenizer: Any = None,
         sampling_params: Callable[..., Any] | None = None,
+        structured_outputs: Callable[..., Any] | None = None,
         **llm_options: Any,
     ) -> None:
-        """`llm`, `tokenizer`, `sampling_params` (the ``SamplingParams`` class): ready
-        objects (tests, or a caller that built them); `llm_options`: further ``vllm.LLM``
-        arguments (gpu_memory_utilization, enforce_eager, ...)."""
+        """`llm`, `tokenizer`, `sampling_params` (the ``SamplingParams`` class),
+        `structured_outputs` (the ``StructuredOutputsParams`` class): ready objects (tests,
+        or a caller that built them); `llm_options`: further ``vllm.LLM`` arguments
+        (gpu_memory_utilization, enforce_eager, ...)."""
         from .models import ensure_chat_template, load_dir, resolve_model
         from .reasoning import inspect_template
 
@@ -336,6 +384,7 @@ class VLLMEngine:
             )
         self.llm = llm
         self.sampling_params = sampling_params
+        self.structured_outputs = structured_outputs  # None: vLLM's, imported when needed
         self.max_context = int(max_context or _max_model_len(llm))
         self.stop_ids = frozenset(stop_token_ids(tokenizer, folder))
         self.default_batch_size = int(default_batch_size or DEFAULT_BATCH_SIZE)
@@ -427,7 +476,13 @@ class VLLMEngine:
             if rows:
                 params = [
                     self.sampling_params(
-                        **sampling_params_kwargs(settings, r.row_index, r.budget, self.stop_ids)
+                        **sampling_params_kwargs(
+                            settings,
+                            r.row_index,
+                            r.budget,
+                            self.stop_ids,
+                            structured_outputs=self.structured_outputs,
+                        )
                     )
                     for r in rows
                 ]
@@ -475,6 +530,8 @@ __all__ = [
     "row_seed",
     "sampling_params_kwargs",
     "stop_token_ids",
+    "structured_outputs_class",
+    "structured_outputs_kwargs",
     "to_generation",
     "token_logprobs",
     "top_entries",
