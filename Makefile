@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 eval: $(STAMP)
-	$(BIN)/nova-eval run recipes/support_tickets.yaml
+	$(BIN)/nova-eval run recipes/judge_constrained_vs_free.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -102,8 +102,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     print(f"Evaluation '{loaded.name}' of {loaded.recipe.run.model_name_or_path}")
     print(report["summary_markdown"])
+    _print_comparisons(outcome.comparisons)
     _print_outputs(report["paths"], outcome.run_ids, started)
     return _tracking_status(outcome)
+
+
+def _print_comparisons(comparisons) -> None:
+    """The paired comparisons (analysis.compare_with) a run materialized."""
+    from nova_eval_assets.report.analysis_markdown import comparison_lines
+
+    for comparison in comparisons:
+        print()
+        print(comparison_lines(comparison.summary))
+        print(f"Comparison report: {comparison.report}")
 
 
 def _print_outputs(paths: dict[str, str], run_ids: list[str], started: float) -> None:
@@ -164,6 +175,7 @@ def _run_judge(loaded, args: argparse.Namespace, started: float) -> int:
     from nova_eval_assets.judge.pipeline import judge_model
 
     report = outcome.report
+    _print_comparisons(outcome.comparisons)  # the paired comparison leads, then the judge
     print()
     print(
         f"Judge '{loaded.name}': {report['baseline']} (A) vs {report['challenger']} (B), "

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from nova_eval_assets import lineage
+from nova_eval_assets import lineage, storage
 from nova_eval_assets.analysis.pipeline import run_analysis, run_comparison
 from nova_eval_assets.assets.automation import FOLLOWUP_TAG, followup_condition
 from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
@@ -175,7 +175,7 @@ class AnalysisRun:
 
 def materialize_analysis(loaded: LoadedRecipe, runs: InProcessRuns) -> AnalysisRun:
     """Materialize ``<name>/analysis_report`` as one of ``runs`` (the CLI's ``run``, after
-    the aggregated report); comparisons are left to the UI or a backfill."""
+    the aggregated report); comparisons: :func:`materialize_comparisons`."""
     recipe = loaded.recipe
     if recipe.evaluation.task != "gen_qa" or not recipe.analysis.enabled:
         return AnalysisRun()
@@ -183,3 +183,34 @@ def materialize_analysis(loaded: LoadedRecipe, runs: InProcessRuns) -> AnalysisR
     if not result.success:
         return AnalysisRun(message=failure_message(result))
     return AnalysisRun(report=EvalLayout.for_recipe(loaded).analysis("report.html"))
+
+
+@dataclass
+class ComparisonRun:
+    baseline: str
+    message: str = ""  # why it failed; empty on success
+    report: str | None = None  # the HTML report
+    summary: dict[str, Any] | None = None  # comparison.json
+
+
+def materialize_comparisons(
+    loaded: LoadedRecipe, recipes: list[LoadedRecipe], runs: InProcessRuns
+) -> list[ComparisonRun]:
+    """Materialize ``<name>/comparison_vs_<baseline>`` for each ``analysis.compare_with``
+    baseline whose examples are written (the CLI's ``run``, after the analysis); a baseline
+    not evaluated yet is left to the UI, a backfill or its own run."""
+    if loaded.recipe.evaluation.task != "gen_qa" or not loaded.recipe.analysis.enabled:
+        return []
+    done = []
+    for baseline in _baselines(loaded, recipes):
+        if not storage.exists(EvalLayout.for_recipe(baseline).examples):
+            continue
+        result = runs.materialize([_comparison_asset(loaded, baseline, {"recipe": loaded.name})])
+        if not result.success:
+            done.append(ComparisonRun(baseline.name, message=failure_message(result)))
+            continue
+        layout = EvalLayout.for_recipe(loaded)
+        summary = storage.read_json(layout.comparison(baseline.name, "comparison.json"))
+        report = layout.comparison(baseline.name, "report.html")
+        done.append(ComparisonRun(baseline.name, report=report, summary=summary))
+    return done

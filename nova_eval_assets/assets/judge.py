@@ -277,6 +277,7 @@ def run_judge_evaluation(
             other, instance=instance, show_progress=show_progress, quiet_logs=quiet_logs
         )
         outcome.run_ids += done.run_ids
+        outcome.comparisons += done.comparisons
         if done.report is None:
             outcome.message = f"{role} recipe {other.name} failed:\n{done.message}"
             return outcome

@@ -14,14 +14,18 @@ import dagster as dg
 from tqdm import tqdm
 
 from nova_eval_assets import progress, stages, storage
-from nova_eval_assets.assets.analysis import materialize_analysis
+from nova_eval_assets.assets.analysis import (
+    ComparisonRun,
+    materialize_analysis,
+    materialize_comparisons,
+)
 from nova_eval_assets.assets.evaluation import build_evaluation_assets
 from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
 from nova_eval_assets.assets.tables import materialize_tables
 from nova_eval_assets.assets.tracking import materialize_tracking
 from nova_eval_assets.assets.validation import stop_message
 from nova_eval_assets.layout import EvalLayout
-from nova_eval_assets.recipe import LoadedRecipe
+from nova_eval_assets.recipe import LoadedRecipe, discover_recipes
 
 
 @dataclass
@@ -31,6 +35,8 @@ class EvaluationRun:
     run_ids: list[str] = field(default_factory=list)
     # the MLflow step failed (the results are written; report is set), one line per run
     tracking_error: str = ""
+    # analysis.compare_with: the paired comparisons materialized after the analysis
+    comparisons: list[ComparisonRun] = field(default_factory=list)
 
     def add_tracking_error(self, message: str) -> None:
         self.tracking_error = "\n".join(filter(None, [self.tracking_error, message]))
@@ -92,10 +98,19 @@ def run_evaluation(
     if analysis.message:
         outcome.message = analysis.message
         return outcome
+    if loaded.recipe.analysis.compare_with:
+        recipes = discover_recipes(loaded.path.parent)
+        outcome.comparisons = materialize_comparisons(loaded, recipes, runs)
+        failed = [c.message for c in outcome.comparisons if c.message]
+        if failed:
+            outcome.message = "\n".join(failed)
+            return outcome
     outcome.report = stages.read_latest_report(loaded)
     outcome.report["paths"]["tables"] = tables_root
     if analysis.report:
         outcome.report["paths"]["analysis_report"] = analysis.report
+    for comparison in outcome.comparisons:
+        outcome.report["paths"][f"vs {comparison.baseline}"] = comparison.report
     track(loaded, runs, outcome)
     return outcome
 

@@ -117,6 +117,7 @@ def sampling_settings(loaded: LoadedRecipe) -> SamplingSettings:
         top_p=inference.top_p,
         top_logprobs=top,
         seed=inference.seed,
+        response_format=loaded.recipe.response_format,  # e.g. a regex for the verdict
     )
 
 

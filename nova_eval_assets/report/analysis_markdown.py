@@ -88,3 +88,26 @@ def comparison_markdown(summary: dict[str, Any]) -> str:
         )
     lines.append("\n\\* p < 0.05")
     return "\n".join(lines) + "\n"
+
+
+def comparison_lines(summary: dict[str, Any], metrics: list[str] | None = None) -> str:
+    """The comparison for a terminal: one line per metric (``metrics``: these, in this
+    order; default every metric), differences marked where p < 0.05."""
+    a, b = summary["baseline"], summary["candidate"]
+    rows = {r["metric"]: r for r in summary["overall"]}
+    chosen = [m for m in metrics if m in rows] if metrics else list(rows)
+    width = max([len("metric"), *(len(m) for m in chosen)])
+    lines = [
+        f"Paired comparison: {b} (B) against {a} (A), {summary['counts']['paired']} examples",
+        f"  {'metric':<{width}}  {'A':>8}  {'B':>8}  {'B - A':>8}  {'95% interval':<19}  p",
+    ]
+    for m in chosen:
+        r = rows[m]
+        mark = " *" if r["significant"] else ""
+        interval = f"[{_f(r['low'], 4)}, {_f(r['high'], 4)}]"
+        lines.append(
+            f"  {m:<{width}}  {_f(r['a'], 4):>8}  {_f(r['b'], 4):>8}  {_f(r['diff'], 4):>8}  "
+            f"{interval:<19}  {_f(r['p_value'], 4)} ({r['test']}){mark}"
+        )
+    lines.append("  * p < 0.05")
+    return "\n".join(lines)
