@@ -48,6 +48,9 @@ class GenerationRequest:
     row_index: int  # global row position in the dataset
     prompt: str
     system: str | None = None
+    # images shown with the prompt, in order: validated data URIs
+    # (``data:image/<format>;base64,<data>``, dataset.py); empty for text
+    images: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
