@@ -38,10 +38,10 @@ INFERENCE_REVISION = 2  # 2: token_logprobs carry constrained_logprob and forced
 #: one engine does not invalidate the outputs of the others); the managed server, the CPU
 #: thread split and the factory do not change what a model writes
 _ENGINE_SOURCES = {
-    "bedrock": ("base.py", "bedrock.py"),
-    "hf": ("base.py", "decoder.py", "hf.py", "models.py", "reasoning.py"),
-    "openai": ("base.py", "openai.py"),
-    "vllm": ("base.py", "models.py", "reasoning.py", "vllm.py"),
+    "bedrock": ("base.py", "bedrock.py", "constraints.py"),
+    "hf": ("base.py", "constraints.py", "decoder.py", "hf.py", "models.py", "reasoning.py"),
+    "openai": ("base.py", "constraints.py", "openai.py"),
+    "vllm": ("base.py", "constraints.py", "models.py", "reasoning.py", "vllm.py"),
 }
 
 
