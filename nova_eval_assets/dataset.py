@@ -4,15 +4,50 @@ A dataset is JSONL: one JSON object per line. Blank lines are ignored (they are 
 Every other line ends up either among the validated rows or among the rejected rows with
 its line number and reasons, so every input row is accounted for. A dataset without a
 single row (an empty file, only blank lines, or every row rejected) is always invalid.
+
+Images (the optional ``images`` field of gen_qa and judge rows, ``mm_llm_judge`` rows
+included) are a JSON array of objects ``{"data": "data:image/<format>;base64,
+<data>"}``, kept in order as a ``list<string>`` of data URIs. The rules, and where they
+come from:
+
+* The shape, ``{"data": ...}`` only, ``data`` starting with ``data:image/`` and containing
+  ``;base64,`` (matched case-insensitively: Nova's own example writes ``;Base64,``): the
+  Nova Forge SDK's evaluation dataset validator (aws/nova-forge-sdk,
+  ``src/amzn_nova_forge/dataset/dataset_validator/eval_dataset_validator.py``,
+  ``ImageContent``), and the ``mm_llm_judge`` dataset format in Nova's evaluation recipe
+  documentation ("Evaluation recipe examples": ``images`` is an array of objects with a
+  ``data`` attribute holding a Base64-encoded image).
+* Inline data only: the same ``mm_llm_judge`` documentation lists "Amazon S3 image URI is
+  not supported", so ``s3://`` URIs (as ``data`` or as ``{"s3_uri": ...}``) are refused.
+* Formats png, jpeg (``image/jpg`` accepted as its alias), gif and webp: Nova's
+  multimodal documentation (Nova 1 user guide "Multimodal support": PNG, JPG, JPEG, GIF,
+  WebP; Nova 2 "Multimodal understanding": PNG, JPEG, GIF, WebP). The data must decode as
+  strict base64 and open with Pillow as one of these formats, the one the URI names.
+* At most 8000 pixels per side: Nova's "Image understanding" page (a maximum resolution of
+  8,000x8,000 pixels), also Bedrock Converse's limit.
+* At most 20 images per row and 3.75 MiB per decoded image: Bedrock Converse's limits
+  (``ImageBlock``), not Nova's. Nova states no per-image size or image count for its
+  evaluation datasets; its model pages give a 25 MB limit for the whole inline request
+  (base64 included) and, for Nova 2 Lite on Bedrock, 5 inline images per request, which
+  this validator does not enforce (the engines here are not all Nova on Bedrock).
+
+The SDK checks only the shape (its TODO says restrictions on image type are still to be
+added); everything past the shape is this module's.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import io
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+from PIL import Image, UnidentifiedImageError
 
 from nova_eval_assets import storage
 
@@ -33,11 +68,35 @@ class DatasetSchema:
         return self.required + self.optional
 
 
-GEN_QA = DatasetSchema("gen_qa", required=("query", "response"), optional=("system", "metadata"))
-JUDGE = DatasetSchema(
-    "judge", required=("prompt", "response_A", "response_B"), optional=("system", "metadata")
+IMAGES = "images"  # the one non-string field: a list of data URIs (see the module docstring)
+IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
+# the format named in a data URI (``data:image/<name>;base64,``) -> the format it means
+_URI_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
+# Pillow's name of a decoded format -> ours (other formats are refused)
+# (MPO: a camera's JPEG with extra pictures appended, a JPEG to every reader)
+_PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "GIF": "gif", "WEBP": "webp"}
+MAX_IMAGES_PER_ROW = 20  # Bedrock Converse's limit
+MAX_IMAGE_BYTES = 3_932_160  # 3.75 MiB decoded: Bedrock Converse's limit
+MAX_IMAGE_SIDE = 8000  # pixels per side: Nova's (and Bedrock Converse's) limit
+IMAGE_SHAPE = '{"data": "data:image/<format>;base64,<data>"}'
+_BASE64_MARK = ";base64,"
+S3_REFUSED = (
+    "S3 image URIs are not supported: Nova takes inline base64 data URIs only "
+    "(data:image/<format>;base64,<data>)"
 )
-SCHEMAS = {"gen_qa": GEN_QA, "llm_judge": JUDGE}
+
+GEN_QA = DatasetSchema(
+    "gen_qa", required=("query", "response"), optional=("system", "metadata", IMAGES)
+)
+JUDGE = DatasetSchema(
+    "judge",
+    required=("prompt", "response_A", "response_B"),
+    optional=("system", "metadata", IMAGES),
+)
+# mm_llm_judge rows are judge rows: Nova's format lists images among its required fields,
+# but here they stay optional, so a judge dataset joined from gen_qa recipes may mix rows
+# with and without images (the judge then shows a row's images when it has some)
+SCHEMAS = {"gen_qa": GEN_QA, "llm_judge": JUDGE, "mm_llm_judge": JUDGE}
 
 
 @dataclass(frozen=True)
@@ -110,15 +169,20 @@ class DatasetError(ValueError):
 
 
 def arrow_schema(schema: DatasetSchema) -> pa.Schema:
+    """Row index, line and the schema's fields, strings except ``images`` (optional): a
+    ``list<string>`` of data URIs, null when the row has none."""
     columns = [pa.field("row_index", pa.int64(), nullable=False), pa.field("line", pa.int64())]
     columns += [pa.field(name, pa.string(), nullable=False) for name in schema.required]
-    columns += [pa.field(name, pa.string()) for name in schema.optional]
+    columns += [
+        pa.field(name, pa.list_(pa.string()) if name == IMAGES else pa.string())
+        for name in schema.optional
+    ]
     return pa.schema(columns)
 
 
 def check_row(
     line_number: int, text: str, schema: DatasetSchema, metadata_format: str
-) -> tuple[dict[str, str | None] | None, list[Problem]]:
+) -> tuple[dict[str, str | list[str] | None] | None, list[Problem]]:
     """One line: the parsed row, or the problems that reject it."""
     try:
         obj = json.loads(text)
@@ -131,7 +195,7 @@ def check_row(
         for key in obj
         if key not in schema.fields
     ]
-    row: dict[str, str | None] = {}
+    row: dict[str, str | list[str] | None] = {}
     for name in schema.fields:
         value = obj.get(name)
         required = name in schema.required
@@ -140,6 +204,11 @@ def check_row(
                 reason = "missing required field" if name not in obj else "must not be null"
                 problems.append(Problem(line_number, name, reason))
             row[name] = None
+            continue
+        if name == IMAGES:
+            uris, image_problems = check_images(line_number, value)
+            problems += image_problems
+            row[name] = uris
             continue
         if not isinstance(value, str):
             problems.append(Problem(line_number, name, f"must be a string, got {_kind(value)}"))
@@ -164,10 +233,115 @@ def check_row(
     return (None, problems) if problems else (row, [])
 
 
+def check_images(line_number: int, value: object) -> tuple[list[str] | None, list[Problem]]:
+    """A row's ``images`` value: its data URIs in order, or the problems (each naming
+    ``images`` or ``images[i]``, i counted from 0) that reject the row."""
+    if not isinstance(value, list):
+        reason = f"must be an array of image objects {IMAGE_SHAPE}, got {_kind(value)}"
+        return None, [Problem(line_number, IMAGES, reason)]
+    problems = []
+    if len(value) > MAX_IMAGES_PER_ROW:
+        reason = f"{len(value)} images; at most {MAX_IMAGES_PER_ROW} per row"
+        problems.append(Problem(line_number, IMAGES, reason))
+    uris = []
+    for index, entry in enumerate(value):
+        reason = image_entry_problem(entry)
+        if reason is None:
+            uris.append(entry["data"])
+        else:
+            problems.append(Problem(line_number, f"{IMAGES}[{index}]", reason))
+    return (None, problems) if problems else (uris, [])
+
+
+def image_entry_problem(entry: object) -> str | None:
+    """Why one entry of ``images`` is not a valid image (None: it is)."""
+    if isinstance(entry, str) and entry.lower().startswith("s3://"):
+        return S3_REFUSED
+    if not isinstance(entry, dict):
+        return f"must be an object {IMAGE_SHAPE}, got {_kind(entry)}"
+    if "s3_uri" in entry:
+        return S3_REFUSED
+    extra = [key for key in entry if key != "data"]
+    if extra:
+        keys = ", ".join(repr(key) for key in extra)
+        return f"unknown key {keys}; an image has only 'data'"
+    if "data" not in entry:
+        return f"missing 'data' (an image is {IMAGE_SHAPE})"
+    data = entry["data"]
+    if not isinstance(data, str):
+        return f"'data' must be a string, got {_kind(data)}"
+    return data_uri_problem(data)
+
+
+def _split_data_uri(data: str) -> tuple[str, str] | None:
+    """(format named by the URI, base64 payload), or None without ``;base64,``."""
+    mark = data.lower().find(_BASE64_MARK)
+    if mark < 0:
+        return None
+    media = data[len("data:image/") : mark]
+    return media.split(";", 1)[0].strip().lower(), data[mark + len(_BASE64_MARK) :]
+
+
+def data_uri_problem(data: str) -> str | None:
+    """Why an image's ``data`` is not a valid inline image (None: it is)."""
+    if data.lower().startswith("s3://"):
+        return S3_REFUSED
+    if not data.lower().startswith("data:image/"):
+        return f"must start with 'data:image/' (a base64 data URI), got {_preview(data)}"
+    parts = _split_data_uri(data)
+    if parts is None:
+        return f"no ';base64,' in the data URI: expected {IMAGE_SHAPE}"
+    named, payload = parts
+    claimed = _URI_FORMATS.get(named)
+    if claimed is None:
+        return f"format {named!r} is not allowed; allowed: {', '.join(IMAGE_FORMATS)}"
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        return f"not base64 ({exc})"
+    if len(raw) > MAX_IMAGE_BYTES:
+        return f"image too large: {len(raw)} bytes decoded, over {MAX_IMAGE_BYTES} (3.75 MiB)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as image:
+                decoded, (width, height) = image.format, image.size
+                image.verify()
+    except UnidentifiedImageError:
+        return f"not an image: the {len(raw)} decoded bytes are no image format Pillow knows"
+    except Exception as exc:  # a damaged image: Pillow raises OSError, SyntaxError, ...
+        return f"not a readable image ({type(exc).__name__}: {exc})"
+    actual = _PIL_FORMATS.get(decoded or "")
+    if actual is None:
+        return f"the data is a {decoded} image; allowed: {', '.join(IMAGE_FORMATS)}"
+    if actual != claimed:
+        return f"format mismatch: the URI says image/{named}, the data is a {actual} image"
+    if max(width, height) > MAX_IMAGE_SIDE:
+        return f"image is {width}x{height} pixels; at most {MAX_IMAGE_SIDE} per side"
+    return None
+
+
+def _preview(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def data_uri_bytes(data: str) -> bytes:
+    """The decoded image of a validated data URI."""
+    parts = _split_data_uri(data)
+    if parts is None:
+        raise ValueError(f"not a base64 data URI: {_preview(data)}")
+    return base64.b64decode(parts[1], validate=True)
+
+
+def image_sha256(data: str) -> str:
+    """sha256 (hex) of the decoded image of a validated data URI: what outputs keep
+    instead of the image."""
+    return hashlib.sha256(data_uri_bytes(data)).hexdigest()
+
+
 def _kind(value: object) -> str:
-    return {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}.get(
-        type(value), type(value).__name__
-    )
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number"}
+    return {**kinds, float: "number"}.get(type(value), type(value).__name__)
 
 
 def validate_dataset(

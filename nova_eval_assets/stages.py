@@ -23,6 +23,7 @@ from nova_eval_assets.dataset import (
     SCHEMAS,
     DatasetError,
     ValidationOutcome,
+    image_sha256,
     shard_ranges,
     validate_dataset,
 )
@@ -71,10 +72,18 @@ PROMPT_COLUMNS = [
     pa.field("preprocess_error", pa.string()),  # BYOM: why preprocessing failed for the row
     pa.field("preprocess_seconds", pa.float64()),
 ]
-PROMPTS_SCHEMA = pa.schema(PROMPT_COLUMNS)
+# What outputs keep of a row's images: how many, and the sha256 (hex) of each decoded image,
+# in order. The images themselves (data URIs) are in the validated and prompts tables only.
+IMAGE_COLUMNS = [
+    pa.field("image_count", pa.int32()),
+    pa.field("image_sha256", pa.list_(pa.string())),
+]
+IMAGES_FIELD = pa.field("images", pa.list_(pa.string()))  # data URIs, in order; null: none
+PROMPTS_SCHEMA = pa.schema([*PROMPT_COLUMNS, IMAGES_FIELD, *IMAGE_COLUMNS])
 INFERENCE_SCHEMA = pa.schema(
     [
         *PROMPT_COLUMNS,
+        *IMAGE_COLUMNS,
         pa.field("replica", pa.int32()),
         pa.field("prediction", pa.string()),  # the answer (without reasoning), as scored
         pa.field("reasoning", pa.string()),  # inference.reasoning_effort: the model's thinking
@@ -185,10 +194,27 @@ def validate_or_raise(loaded: LoadedRecipe) -> dict[str, Any]:
 # ---------------------------------------------------------------- preprocessed_prompts
 
 
+def image_columns(images: pa.ChunkedArray | pa.Array) -> dict[str, pa.Array]:
+    """``image_count`` and ``image_sha256`` of a column of data-URI lists (null: no image)."""
+    lists = images.to_pylist()
+    return {
+        "image_count": pa.array([len(uris or ()) for uris in lists], pa.int32()),
+        "image_sha256": pa.array(
+            [[image_sha256(uri) for uri in uris or ()] for uris in lists], pa.list_(pa.string())
+        ),
+    }
+
+
 def build_prompts(loaded: LoadedRecipe) -> dict[str, Any]:
-    """The prompts inference will see: system, prompt and gold per validated row."""
+    """The prompts inference will see: system, prompt, gold and images per validated row
+    (with each row's image count and image hashes, which the outputs keep instead)."""
     layout = EvalLayout.for_recipe(loaded)
     rows = storage.read_parquet(layout.validated)
+    images = (
+        rows["images"]
+        if "images" in rows.column_names  # validated before images were a field: none
+        else pa.nulls(rows.num_rows, IMAGES_FIELD.type)
+    )
     prompts = pa.table(
         {
             "row_index": rows["row_index"],
@@ -199,6 +225,8 @@ def build_prompts(loaded: LoadedRecipe) -> dict[str, Any]:
             "metadata": rows["metadata"],
             "preprocess_error": pa.nulls(rows.num_rows, pa.string()),
             "preprocess_seconds": pa.nulls(rows.num_rows, pa.float64()),
+            "images": images,
+            **image_columns(images),
         },
         schema=PROMPTS_SCHEMA,
     )
@@ -318,6 +346,20 @@ def _generate_shard(
     return summary
 
 
+def build_requests(rows: pa.Table) -> list[GenerationRequest]:
+    """The engine's requests for rows of the prompts table, images (data URIs) included."""
+    names = ["row_index", "prompt", "system", "images"]
+    return [
+        GenerationRequest(
+            row_index=row["row_index"],
+            prompt=row["prompt"],
+            system=row["system"],
+            images=tuple(row.get("images") or ()),
+        )
+        for row in rows.select([n for n in names if n in rows.column_names]).to_pylist()
+    ]
+
+
 def _generate_block(
     engine: Engine,
     rows: pa.Table,
@@ -326,13 +368,14 @@ def _generate_block(
     batch_size: int,
     on_batch: ProgressCallback | None,
 ) -> pa.Table:
-    """One block of a shard through the engine, as rows of the inference table."""
-    requests = [
-        GenerationRequest(row_index=row["row_index"], prompt=row["prompt"], system=row["system"])
-        for row in rows.select(["row_index", "prompt", "system"]).to_pylist()
-    ]
+    """One block of a shard through the engine, as rows of the inference table (which
+    keeps each row's image count and hashes, not its images)."""
+    requests = build_requests(rows)
     generations = engine.generate(requests, settings, batch_size, on_batch=on_batch)
-    columns = rows.to_pydict()
+    columns: dict[str, Any] = rows.to_pydict()
+    images = columns.pop("images", None)  # never copied into the outputs
+    if "image_count" not in columns:  # a prompts table written before images were a field
+        columns.update(image_columns(pa.array(images or [None] * rows.num_rows, IMAGES_FIELD.type)))
     columns["replica"] = [replica] * rows.num_rows
     columns["prediction"] = [g.text for g in generations]
     columns["reasoning"] = [g.reasoning for g in generations]

@@ -36,7 +36,7 @@ from nova_eval_assets.analysis.columns import (
 from nova_eval_assets.analysis.comparison import compare, pair_rows
 from nova_eval_assets.analysis.confidence import MEASURE_COLUMNS, confidence_columns
 from nova_eval_assets.analysis.labels import JSON_STATUSES, labels_equal, parse_label_column
-from nova_eval_assets.analysis.strata import metadata_fields, stratify
+from nova_eval_assets.analysis.strata import image_count_field, metadata_fields, stratify
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.metrics import PER_EXAMPLE_METRICS
 from nova_eval_assets.recipe import AnalysisConfig, LoadedRecipe
@@ -52,6 +52,7 @@ ANALYSIS_COLUMNS = [
     "metrics",
     "bleu_stats",
     "token_logprobs",
+    "image_count",  # a stratum field when any row has images (strata.image_count_field)
 ]
 COMPARISON_COLUMNS = ["row_index", "prompt", "prediction", "gold", "metadata", "scored"]
 TEXT_COLUMNS = ["row_index", "prompt", "prediction", "gold", "metadata", "finish_reason"]
@@ -121,6 +122,9 @@ def _batch(
         out["truncated"] = flags(pc.equal(reason, "length"))
     if tokens and "token_logprobs" in names:
         out.update(confidence_columns(col("token_logprobs"), config.label_field))
+    if "image_count" in names:
+        counts = pc.fill_null(col("image_count"), 0)
+        out["image_count"] = counts.to_numpy(zero_copy_only=False).astype(np.int64)
     return out
 
 
@@ -354,6 +358,9 @@ def analyze(
 
     # -- strata: every metric, the correctness and the confidence findings
     fields, strata_notes = metadata_fields(c["metadata"], config.max_strata_per_field)
+    images = image_count_field(c.get("image_count"), config.max_strata_per_field)
+    if images is not None and all(f.name != images.name for f in fields):
+        fields.append(images)
     stratified: dict[str, np.ndarray] = {"label_accuracy" if uses_labels else "correct": correct}
     stratified.update(ex.metrics)
     has_conf = np.isfinite(confidence)

@@ -8,6 +8,10 @@ any other. A metadata string that is not a JSON object is a value of the field
 ``metadata`` itself. Each distinct metadata string is parsed once (many distinct ones,
 say with an id, by Arrow's JSON reader when that gives the same values).
 
+When any row has images, ``image_count`` (the row's number of images, from the examples
+table's column, not from metadata) is a field too, its values the counts as text
+(:func:`image_count_field`); a metadata field of the same name takes precedence.
+
 A field with more than ``max_values`` distinct values (an id, a free-text note) is not
 stratified; a note says so. Strata smaller than ``min_size`` are reported with
 ``small: true`` rather than dropped.
@@ -136,6 +140,17 @@ def metadata_fields(
             labels.append(MISSING)
         fields.append(StratumField(name, codes, labels))
     return fields, notes
+
+
+def image_count_field(counts: np.ndarray | None, max_values: int = 50) -> StratumField | None:
+    """The rows' image counts as a stratum field; None when no row has an image (a text
+    dataset) or there are more than ``max_values`` distinct counts."""
+    if counts is None or len(counts) == 0 or not np.any(counts > 0):
+        return None
+    distinct, codes = np.unique(np.asarray(counts, dtype=np.int64), return_inverse=True)
+    if len(distinct) > max_values:
+        return None
+    return StratumField("image_count", codes.astype(np.int64), [str(v) for v in distinct])
 
 
 def _grouped(codes: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, ...]:

@@ -3,6 +3,10 @@
 Details cells are Python-literal strings, as lighteval writes them and as analysis
 notebooks read them back with ``ast.literal_eval``. This export sits beside our typed
 tables (Arrow lists and structs); it does not replace them.
+
+Images are never copied here: when any row has images, every row of both files also
+carries ``image_count`` and ``image_sha256`` (the sha256 of each decoded image, in order;
+in the details, inside ``specifics``). Without images both files are as before.
 """
 
 from __future__ import annotations
@@ -39,20 +43,38 @@ def token_top_dict(top: list[dict[str, Any]]) -> dict[str, float]:
     return mapping
 
 
+IMAGE_FIELDS = ("image_count", "image_sha256")
+
+
+def image_fields(table: pa.Table) -> list[str]:
+    """The image columns to export: both when any row has an image, else none."""
+    if not all(name in table.column_names for name in IMAGE_FIELDS):
+        return []
+    counts = table["image_count"].to_pylist()
+    return list(IMAGE_FIELDS) if any(counts) else []
+
+
+def _image_values(row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    return {name: (row[name] or 0) if name == "image_count" else row[name] for name in fields}
+
+
 def inference_output_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
-    for row in table.select(["prompt", "prediction", "gold", "metadata"]).to_pylist():
+    images = image_fields(table)
+    for row in table.select(["prompt", "prediction", "gold", "metadata", *images]).to_pylist():
         yield {
             "prompt": row["prompt"],
             "inference": row["prediction"],
             "gold": row["gold"],
             "metadata": row["metadata"],
+            **_image_values(row, images),
         }
 
 
 def details_table(table: pa.Table) -> pa.Table:
     """The details Parquet columns, each cell a Python-literal string."""
+    images = image_fields(table)
     rows = table.select(
-        ["prompt", "gold", "prediction", "metrics", "metadata", "token_logprobs"]
+        ["prompt", "gold", "prediction", "metrics", "metadata", "token_logprobs", *images]
     ).to_pylist()
     columns: dict[str, list[str]] = {name: [] for name in DETAILS_COLUMNS}
     for row in rows:
@@ -60,7 +82,9 @@ def details_table(table: pa.Table) -> pa.Table:
         columns["gold"].append(row["gold"])
         columns["predictions"].append(repr([row["prediction"]]))
         columns["metrics"].append(repr(dict(row["metrics"] or [])))
-        columns["specifics"].append(repr({"metadata": row["metadata"]}))
+        columns["specifics"].append(
+            repr({"metadata": row["metadata"], **_image_values(row, images)})
+        )
         columns["pred_logprobs"].append(
             repr([[token_top_dict(token["top"]) for token in row["token_logprobs"] or []]])
         )

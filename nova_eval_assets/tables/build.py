@@ -2,7 +2,9 @@
 
 * ``eval_examples``: ``eval_results/examples.parquet`` (our typed per-example table),
   streamed in record batches and given the run's identity, a stable ``example_id``, the
-  metadata parsed into a map and the mean token log probability.
+  metadata parsed into a map and the mean token log probability. Images are not in it
+  (only their ``image_count`` and ``image_sha256``); an examples file written before
+  images were a field gives a count of 0 and no hashes.
 * ``eval_metrics``: the results JSON's ``all`` section (one row per metric with its
   ``_stderr`` sibling), plus every metric by metadata stratum computed from the examples.
 * ``judge_judgments`` / ``judge_summary``: a judge run's per-judgment Parquet and its
@@ -170,6 +172,19 @@ def mean_logprobs(token_logprobs: pa.Array) -> pa.Array:
     return pa.array(means, pa.float64(), mask=counts == 0)
 
 
+def _example_ids(column: Any, image_count: pa.Array) -> pa.Array:
+    """example_ids of system, prompt and gold; a row with images also hashes its images'
+    hashes, so the same text over other images is another example (text rows keep the
+    ids they always had)."""
+    texts = (column("system"), column("prompt"), column("gold"))
+    ids = example_ids(*texts)
+    if not pc.any(pc.greater(image_count, 0)).as_py():
+        return ids
+    hashes = [",".join(h) if h else None for h in column("image_sha256").to_pylist()]
+    with_images = example_ids(*texts, pa.array(hashes, pa.string()))
+    return pc.if_else(pc.greater(image_count, 0), with_images, ids)
+
+
 def to_eval_examples(batch: pa.RecordBatch | pa.Table, run: RunInfo) -> pa.Table:
     """One batch of examples.parquet as eval_examples rows (columns it lacks are null)."""
     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
@@ -183,9 +198,11 @@ def to_eval_examples(batch: pa.RecordBatch | pa.Table, run: RunInfo) -> pa.Table
             return table[name].combine_chunks().cast(type_)
         return pa.nulls(n, type_)
 
+    image_count = pc.fill_null(column("image_count"), 0)
     derived: dict[str, pa.Array] = {
         **run.columns(n),
-        "example_id": example_ids(column("system"), column("prompt"), column("gold")),
+        "example_id": _example_ids(column, image_count),
+        "image_count": image_count,
         "metadata_map": metadata_maps(column("metadata")),
         "mean_logprob": mean_logprobs(column("token_logprobs")),
     }
@@ -229,7 +246,7 @@ def flatten_numbers(section: Mapping[str, Any], prefix: str = "") -> dict[str, f
 
 def metric_kind(name: str, task: str | None, custom_aggregation: str) -> tuple[str, str]:
     """(aggregation, source) of a metric in the results JSON."""
-    if task == "llm_judge" or name in JUDGE_AGGREGATIONS:
+    if task in ("llm_judge", "mm_llm_judge") or name in JUDGE_AGGREGATIONS:
         return JUDGE_AGGREGATIONS.get(name, "mean"), "judge"
     if name == "bleu":
         return "corpus", "gen_qa"

@@ -55,7 +55,11 @@ EVAL_EXAMPLES = pa.schema(
     [
         *RUN_COLUMNS,
         _f("row_index", pa.int64(), "0-based position among the dataset's valid rows", False),
-        _f("example_id", pa.string(), "sha256 of system, prompt and gold (first 16 hex digits)"),
+        _f(
+            "example_id",
+            pa.string(),
+            "sha256 of system, prompt, gold and any image hashes (first 16 hex digits)",
+        ),
         _f("line", pa.int64(), "1-based line in the dataset file"),
         _f("replica", pa.int32(), "replica partition that generated the row"),
         _f("system", pa.string(), "system prompt"),
@@ -87,6 +91,13 @@ EVAL_EXAMPLES = pa.schema(
             "token_logprobs",
             pa.list_(TOKEN_LOGPROB),
             "per generated token: text, log probability and the top alternatives",
+        ),
+        # images are never copied into the tables: their count and hashes are
+        _f("image_count", pa.int32(), "images shown with the prompt (0 for text)"),
+        _f(
+            "image_sha256",
+            pa.list_(pa.string()),
+            "sha256 (hex) of each decoded image shown with the prompt, in order",
         ),
     ]
 )
