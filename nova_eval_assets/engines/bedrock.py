@@ -13,10 +13,21 @@ the profile); ``endpoint_url`` overrides the regional endpoint (VPC endpoints, F
 One request per row::
 
     client.converse(modelId=model,
-                    messages=[{"role": "user", "content": [{"text": prompt}]}],
+                    messages=[{"role": "user", "content": [*images, {"text": prompt}]}],
                     system=[{"text": system}],                      # when the row has one
                     inferenceConfig={"maxTokens", "temperature", "topP"},
                     additionalModelRequestFields={"inferenceConfig": {"topK": k}})  # top_k
+
+A row with images (`GenerationRequest.images`, ``data:image/<format>;base64,<data>`` URIs)
+puts one ``{"image": {"format": "png" | "jpeg" | "gif" | "webp", "source": {"bytes": <the
+decoded bytes>}}}`` block per image, in the row's order, *before* the text block: the Nova
+user guide's placement advice (media first, the instruction text last; other orders work
+but this one is preferred). Converse takes raw bytes (boto3 base64-encodes them on the
+wire), so the URI's base64 is decoded here; ``jpg`` is sent as ``jpeg``, and a format
+Converse does not take is that row's error. A model without image input answers
+``ValidationException`` ("This model doesn't support the image content block ..."): that
+stops the stage with :class:`ModelCapabilityError` naming the model, since no image row
+would succeed.
 
 ``topK`` is not a Converse field; Nova takes it inside an ``inferenceConfig`` object of
 ``additionalModelRequestFields`` (the Nova user guide), Anthropic models as ``top_k``.
@@ -38,6 +49,8 @@ This module imports no Dagster; boto3 is imported when a client is made.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import random
 import re
@@ -63,6 +76,23 @@ FINISH_REASONS = {
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
 }
+
+#: Converse's ``ImageBlock.format`` values (botocore's bedrock-runtime service model).
+IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
+
+_DATA_URI = re.compile(r"^data:image/(?P<format>[A-Za-z0-9.+-]+);base64,(?P<data>.*)$", re.DOTALL)
+#: a ValidationException saying the model takes no images at all (not that one is bad):
+#: "This model doesn't support the image content block that you provided. ..."
+_NO_IMAGES = re.compile(
+    r"(n't|not)\s+support\w*\s+(the\s+)?image"
+    r"|image\w*\s+(input\s+)?(is\s+|are\s+)?not\s+support",
+    re.IGNORECASE,
+)
+
+
+class ModelCapabilityError(RuntimeError):
+    """The model cannot do what the rows need (images to a text model); the stage stops."""
+
 
 # arn:aws:bedrock:<region>:<account>:<resource>; also the aws-cn / aws-us-gov partitions
 _ARN = re.compile(r"^arn:aws[a-z-]*:bedrock:(?P<region>[a-z0-9-]+):[0-9]*:(?P<resource>.+)$")
@@ -103,13 +133,36 @@ def top_k_fields(model: str, top_k: int) -> dict[str, Any] | None:
     return {"inferenceConfig": {"topK": top_k}}
 
 
+def image_block(uri: str) -> dict[str, Any]:
+    """A ``data:image/<format>;base64,<data>`` URI as a Converse image content block."""
+    match = _DATA_URI.match(uri)
+    if match is None:
+        raise ValueError(f"not a base64 image data URI: {uri[:40]!r}")
+    fmt = match.group("format").lower()
+    fmt = "jpeg" if fmt == "jpg" else fmt
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(
+            f"Bedrock's Converse API takes {', '.join(IMAGE_FORMATS)} images, not image/{fmt}"
+        )
+    try:
+        data = base64.b64decode("".join(match.group("data").split()), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"the image/{fmt} data URI is not valid base64: {exc}") from None
+    return {"image": {"format": fmt, "source": {"bytes": data}}}
+
+
+def user_content(request: GenerationRequest) -> list[dict[str, Any]]:
+    """The user message's content blocks: the images (in order), then the text."""
+    return [*(image_block(uri) for uri in request.images), {"text": request.prompt}]
+
+
 def request_params(
     model: str, request: GenerationRequest, settings: SamplingSettings
 ) -> dict[str, Any]:
     """The keyword arguments of ``client.converse`` for one row."""
     params: dict[str, Any] = {
         "modelId": model,
-        "messages": [{"role": "user", "content": [{"text": request.prompt}]}],
+        "messages": [{"role": "user", "content": user_content(request)}],
         "inferenceConfig": {
             "maxTokens": settings.max_new_tokens,
             "temperature": settings.temperature,
@@ -148,6 +201,14 @@ def error_code(exc: BaseException) -> str | None:
     if isinstance(response, dict):
         return response.get("Error", {}).get("Code")
     return None
+
+
+def refuses_images(exc: BaseException) -> bool:
+    """A ``ValidationException`` saying the model takes no image input."""
+    if error_code(exc) != "ValidationException":
+        return False
+    message = getattr(exc, "response", {}).get("Error", {}).get("Message") or str(exc)
+    return _NO_IMAGES.search(message) is not None
 
 
 def backoff_delay(
@@ -293,6 +354,13 @@ class BedrockEngine:
                 request, settings, self._converse(request_params(self.model, request, settings))
             )
         except Exception as exc:  # one failed row must not stop the others
+            if request.images and refuses_images(exc):  # ... but no image row would succeed
+                message = " ".join(str(exc).split())  # one line
+                raise ModelCapabilityError(
+                    f"the Bedrock model {self.model!r} does not take images ({message}); the "
+                    "dataset's rows have images: use a model with image input (Nova Lite, "
+                    "Nova Pro, Nova Premier), or evaluate a text-only dataset"
+                ) from None
             generation = Generation(
                 row_index=request.row_index,
                 text="",
@@ -327,23 +395,33 @@ class BedrockEngine:
             return []
         with ThreadPoolExecutor(max_workers=min(self.concurrency, total)) as pool:
             futures = {pool.submit(self._one, r, settings): i for i, r in enumerate(requests)}
-            for done, future in enumerate(as_completed(futures), start=1):
-                results[futures[future]] = future.result()
-                if on_batch is not None:
-                    on_batch(done, total)
+            try:
+                for done, future in enumerate(as_completed(futures), start=1):
+                    results[futures[future]] = future.result()  # re-raises a stage stop
+                    if on_batch is not None:
+                        on_batch(done, total)
+            except BaseException:
+                for future in futures:  # stop before the queued rows are sent
+                    future.cancel()
+                raise
         return results  # type: ignore[return-value]
 
 
 __all__ = [
     "FINISH_REASONS",
+    "IMAGE_FORMATS",
     "RETRYABLE_CODES",
     "BedrockEngine",
+    "ModelCapabilityError",
     "arn_region",
     "backoff_delay",
     "default_region",
+    "image_block",
     "lineage_model_id",
     "make_client",
     "parse_response",
+    "refuses_images",
     "request_params",
     "top_k_fields",
+    "user_content",
 ]

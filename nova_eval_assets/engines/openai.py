@@ -6,6 +6,7 @@ One request per row: ``POST {endpoint}/v1/chat/completions`` with
 
     model        run.model_name_or_path (the served model name)
     messages     [{"role": "system", ...} (when the row has one), {"role": "user", ...}]
+                 (the user ``content`` is the prompt string; for a row with images, parts)
     max_tokens   inference.max_new_tokens
     temperature  inference.temperature        top_p  inference.top_p
     seed         inference.seed
@@ -45,6 +46,18 @@ tokens the constraint allowed; ``logprob`` is whatever the server reports (vLLM 
 logits with the grammar before it computes log probabilities, so there they are renormalized
 over the allowed tokens; read from vLLM's code, unverified here).
 
+A row with images (`GenerationRequest.images`, data URIs) sends the user ``content`` as a
+list of parts, OpenAI's chat-completions form that vLLM, SGLang and TGI take: ``{"type":
+"text", "text": prompt}`` first, then one ``{"type": "image_url", "image_url": {"url":
+<data URI>}}`` per image, in the row's order (the URI is sent as it is, base64 inline). A
+text-only row keeps the plain string, so text datasets send the bodies they always did. A
+server that refuses images (HTTP 400 / 422 / 500 naming images, vision or multimodal
+input as not supported: vLLM's ``At most 0 image(s) may be provided in one prompt``,
+OpenAI's ``image_url is only supported by certain models``, llama.cpp's ``image input is
+not supported``) raises :class:`ServerCapabilityError`: the served model does not take
+images (`refuses_images`). An error about one image that says nothing of support (a file
+it cannot decode) is that row's error.
+
 Each token's ``logprob`` and ``top_logprobs`` list is taken exactly as the server sent it.
 ``concurrency`` requests are in flight at once; 429, 5xx and connection errors are retried
 with exponential back-off and jitter (``Retry-After`` honoured) up to ``max_retries`` times.
@@ -61,6 +74,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 import urllib.error
 import urllib.request
@@ -122,6 +136,47 @@ def refuses_json_schema_type(status: int, detail: str) -> bool:
         and "response_format" in detail
         and "json_schema" in detail
         and "json_object" in detail
+    )
+
+
+#: an error text about image input ...
+_IMAGE_WORDS = re.compile(r"image|vision|multi-?modal", re.IGNORECASE)
+#: ... that says it is not taken at all (or not this many), not that one image is bad
+_REFUSAL_WORDS = re.compile(
+    r"\bnot\s+(\w+\s+)?(support|accept|allow|enable)|n't\s+(support|accept|take)|unsupported"
+    r"|not an?\s+(multi-?modal|vision)|only supported|at most \d+ image|does not take|text-only"
+    r"|mmproj",
+    re.IGNORECASE,
+)
+
+
+def user_content(request: GenerationRequest) -> str | list[dict[str, Any]]:
+    """The user message's ``content``: the prompt string for a text row; for a row with
+    images, the text part then one ``image_url`` part per image (module docstring)."""
+    if not request.images:
+        return request.prompt
+    parts: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
+    parts.extend({"type": "image_url", "image_url": {"url": uri}} for uri in request.images)
+    return parts
+
+
+def has_images(body: dict) -> bool:
+    """Whether a chat-completions body carries ``image_url`` parts."""
+    return any(
+        isinstance(message.get("content"), list)
+        and any(part.get("type") == "image_url" for part in message["content"])
+        for message in body.get("messages") or []
+    )
+
+
+def refuses_images(status: int, detail: str) -> bool:
+    """The server does not take image input (for this model, or not this many images): an
+    error naming images, vision or multimodal input together with a refusal (module
+    docstring). 500 is included for servers that answer a refused feature with it."""
+    return (
+        status in (400, 422, 500)
+        and _IMAGE_WORDS.search(detail) is not None
+        and _REFUSAL_WORDS.search(detail) is not None
     )
 
 
@@ -334,7 +389,7 @@ class OpenAIEngine:
         messages = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.prompt})
+        messages.append({"role": "user", "content": user_content(request)})
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -356,9 +411,16 @@ class OpenAIEngine:
     def _post(self, body: dict) -> dict:
         fmt = body.get("response_format") or {}
         openai_form = fmt.get("type") == "json_schema"
+        images = has_images(body)
+
+        def give_up(status: int, detail: str) -> bool:  # no retry fixes these
+            return (openai_form and refuses_json_schema_type(status, detail)) or (
+                images and refuses_images(status, detail)
+            )
+
         try:
             return self.client.request(
-                self.url, body, give_up=refuses_json_schema_type if openai_form else None
+                self.url, body, give_up=give_up if openai_form or images else None
             )
         except HTTPStatusError as exc:
             if openai_form and refuses_json_schema_type(exc.status, exc.detail):
@@ -392,6 +454,14 @@ class OpenAIEngine:
                 raise ServerCapabilityError(
                     f"top_k is not supported by the server at {self.base} (HTTP {exc.status}: "
                     f"{exc.detail}); set inference.top_k: -1 for this server"
+                ) from None
+            if images and refuses_images(exc.status, exc.detail):
+                detail = " ".join(exc.detail.split())  # one line
+                raise ServerCapabilityError(
+                    f"the model {self.model!r} served at {self.base} does not take images "
+                    f"(HTTP {exc.status}: {detail}); the dataset's rows have images: serve a "
+                    "model with image input (vLLM: --limit-mm-per-prompt at least the most "
+                    "images a row has), or evaluate a text-only dataset"
                 ) from None
             if exc.status in FATAL_STATUS:
                 hint = (
@@ -514,7 +584,10 @@ __all__ = [
     "ServerCapabilityError",
     "base_url",
     "chat_completions_url",
+    "has_images",
+    "refuses_images",
     "refuses_json_schema_type",
     "retry_after_seconds",
     "structured_output_fields",
+    "user_content",
 ]
