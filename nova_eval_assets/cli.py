@@ -53,6 +53,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if recipe.processor is not None and recipe.processor.handler:  # BYOM: it must load
             load_handler(recipe.processor.handler, loaded.path.parent)
         check_recipe_reasoning(recipe)  # reads the model's chat template only
+        problem = vision_problem(recipe, outcome.table)  # reads the model's config only
+        if problem is not None:
+            print(f"{loaded.path}: {problem}", file=sys.stderr)
+            return 2
     except (
         RecipeError,
         DatasetFileError,
@@ -70,6 +74,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print("dataset.on_invalid is 'skip': these rows would be written to rejected_rows.jsonl")
         return 0
     return 1  # under "skip" too when no valid row is left: there is nothing to evaluate
+
+
+def vision_problem(recipe, table) -> str | None:
+    """Why the recipe's engine cannot show the dataset's images to its model (None: it can,
+    or no row has images). hf: from the model's config; vllm: not supported yet; the
+    served engines' servers answer for their models at the first request."""
+    if "images" not in table.column_names:
+        return None
+    rows = len(table) - table["images"].null_count
+    rows -= sum(1 for uris in table["images"].to_pylist() if uris is not None and not uris)
+    if rows < 1:
+        return None
+    engine = recipe.inference.engine
+    if engine == "vllm":
+        return (
+            f"inference.engine 'vllm' does not take images yet; {rows} rows have images "
+            "(serve the model with `vllm serve` and use inference.engine 'openai')"
+        )
+    if engine == "hf":
+        from nova_eval_assets.engines.vision import model_vision_problem
+
+        return model_vision_problem(recipe.run.model_name_or_path, rows)
+    return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -92,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nova_eval_assets.assets.materialize import run_evaluation
 
     started = time.monotonic()
-    if loaded.recipe.evaluation.task == "llm_judge":
+    if loaded.recipe.evaluation.is_judge:  # llm_judge, mm_llm_judge
         return _run_judge(loaded, args, started)
     outcome = run_evaluation(loaded, show_progress=not args.quiet)
     if outcome.report is None:
@@ -154,7 +181,8 @@ def _validate_judge_join(loaded) -> int:
 
 
 def _run_judge(loaded, args: argparse.Namespace, started: float) -> int:
-    """`run` for an llm_judge recipe: the gen_qa recipes it joins, the judge, the leaderboard."""
+    """`run` for a judge recipe (llm_judge, mm_llm_judge): the gen_qa recipes it joins, the
+    judge, the leaderboard."""
     from nova_eval_assets.assets.judge import run_judge_evaluation
     from nova_eval_assets.recipe import RecipeError, discover_recipes
 
@@ -231,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-upstream",
         action="store_true",
-        help="llm_judge recipes: judge the joined gen_qa recipes' existing outputs, "
+        help="judge recipes: judge the joined gen_qa recipes' existing outputs, "
         "do not run them first",
     )
     run.set_defaults(func=cmd_run)

@@ -31,15 +31,15 @@ def build_definitions(recipes: list[LoadedRecipe]) -> dg.Definitions:
     for loaded in recipes:
         built = (
             build_judge_assets(loaded, recipes)
-            if loaded.recipe.evaluation.task == "llm_judge"
+            if loaded.recipe.evaluation.is_judge  # llm_judge, mm_llm_judge
             else build_evaluation_assets(loaded)
         )
         for definition in built:
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(
                 definition
             )
-    assets += build_leaderboard_assets(recipes)  # [] without llm_judge recipes
-    for loaded in recipes:  # analysis_report and comparisons ([] for llm_judge recipes)
+    assets += build_leaderboard_assets(recipes)  # [] without judge recipes
+    for loaded in recipes:  # analysis_report and comparisons ([] for judge recipes)
         assets += build_analysis_assets(loaded, recipes)
     for loaded in recipes:  # the MLflow run of each, when tracking is configured
         assets += build_tracking_assets(loaded)

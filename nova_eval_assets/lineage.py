@@ -39,7 +39,15 @@ INFERENCE_REVISION = 2  # 2: token_logprobs carry constrained_logprob and forced
 #: thread split and the factory do not change what a model writes
 _ENGINE_SOURCES = {
     "bedrock": ("base.py", "bedrock.py", "constraints.py"),
-    "hf": ("base.py", "constraints.py", "decoder.py", "hf.py", "models.py", "reasoning.py"),
+    "hf": (
+        "base.py",
+        "constraints.py",
+        "decoder.py",
+        "hf.py",
+        "models.py",
+        "reasoning.py",
+        "vision.py",
+    ),
     "openai": ("base.py", "constraints.py", "openai.py"),
     "vllm": ("base.py", "constraints.py", "models.py", "reasoning.py", "vllm.py"),
 }

@@ -26,7 +26,17 @@ from nova_eval_assets.engines.constraints import (
     compile_error,
 )
 
-TASK_STRATEGIES = {"gen_qa": "gen_qa", "llm_judge": "judge"}
+TASK_STRATEGIES = {"gen_qa": "gen_qa", "llm_judge": "judge", "mm_llm_judge": "judge"}
+#: The judge recipes' tasks: Nova's LLM judge, and its multimodal form (the judge sees each
+#: row's images with the prompt); both run the same judge (nova_eval_assets/judge/).
+JUDGE_TASKS = ("llm_judge", "mm_llm_judge")
+
+
+def is_judge_task(task: str | None) -> bool:
+    """Whether an ``evaluation.task`` is a judge recipe's (llm_judge, mm_llm_judge)."""
+    return task in JUDGE_TASKS
+
+
 LAMBDA_ARN = re.compile(
     r"^arn:aws[a-z-]*:lambda:[a-z]{2}(-[a-z]+)+-\d+:\d{12}:function:"
     r"[A-Za-z0-9_-]{1,140}(:(\$LATEST|[A-Za-z0-9_-]{1,128}))?$"
@@ -110,9 +120,14 @@ class RunConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    task: Literal["gen_qa", "llm_judge"]
+    task: Literal["gen_qa", "llm_judge", "mm_llm_judge"]
     strategy: Literal["gen_qa", "judge"]
     metric: Literal["all"] = "all"
+
+    @property
+    def is_judge(self) -> bool:
+        """A judge recipe (llm_judge or mm_llm_judge)."""
+        return is_judge_task(self.task)
 
     @model_validator(mode="after")
     def _task_matches_strategy(self) -> EvaluationConfig:
@@ -442,7 +457,8 @@ JUDGE_BACKENDS = ("hf", "bedrock", "openai")
 
 
 class JudgeConfig(_Section):
-    """Extension: the LLM judge of an ``llm_judge`` recipe (see nova_eval_assets/judge/)."""
+    """Extension: the LLM judge of an ``llm_judge`` (or ``mm_llm_judge``) recipe (see
+    nova_eval_assets/judge/)."""
 
     backend: Literal["hf", "bedrock", "openai"] = "hf"
     model: str | None = Field(default=None, min_length=1)  # default: run.model_name_or_path
@@ -492,7 +508,7 @@ class Recipe(_Section):
     dataset: DatasetConfig = DatasetConfig()
     classification: ClassificationConfig | None = None  # extension
     analysis: AnalysisConfig = AnalysisConfig()
-    judge: JudgeConfig | None = None  # extension: llm_judge recipes only
+    judge: JudgeConfig | None = None  # extension: llm_judge / mm_llm_judge recipes only
     schedule: ScheduleConfig | None = None  # extension: cron + timezone of a recurring run
 
     @model_validator(mode="after")
@@ -532,7 +548,7 @@ class Recipe(_Section):
     def _joining_judge_needs_no_data(cls, data: Any) -> Any:
         """A judge recipe that joins two gen_qa recipes builds its dataset: no data_s3_path."""
         try:
-            joins = data["evaluation"]["task"] == "llm_judge" and data["judge"]["baseline_recipe"]
+            joins = is_judge_task(data["evaluation"]["task"]) and data["judge"]["baseline_recipe"]
         except (KeyError, TypeError):
             return data
         if joins and isinstance(data.get("run"), dict) and "data_s3_path" not in data["run"]:
@@ -571,9 +587,11 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _judge_fits_task(self) -> Recipe:
-        is_judge = self.evaluation.task == "llm_judge"
+        is_judge = self.evaluation.is_judge
         if self.judge is not None and not is_judge:
-            raise ValueError("the judge section belongs to llm_judge recipes (evaluation.task)")
+            raise ValueError(
+                "the judge section belongs to llm_judge and mm_llm_judge recipes (evaluation.task)"
+            )
         joins = is_judge and self.judge is not None and self.judge.joins_recipes
         if self.run.data_s3_path is None and not joins:
             raise ValueError(

@@ -31,6 +31,7 @@ from nova_eval_assets.engines import create_engine
 from nova_eval_assets.engines.base import Engine, GenerationRequest, SamplingSettings
 from nova_eval_assets.engines.reasoning import check_recipe_reasoning
 from nova_eval_assets.engines.server import ManagedServer, managed_model_id
+from nova_eval_assets.engines.vision import check_engine_requests
 from nova_eval_assets.layout import EvalLayout, safe_name, timestamp
 from nova_eval_assets.metrics import (
     PER_EXAMPLE_METRICS,
@@ -308,6 +309,9 @@ def _generate_shard(
     check_settings = getattr(engine, "check_settings", None)
     if check_settings is not None:  # e.g. reasoning on a model without a thinking switch
         check_settings(settings)
+    if "image_count" in shard.column_names and pc.max(shard["image_count"]).as_py():
+        # a model without vision is refused before the first block, not after some
+        check_engine_requests(engine, build_requests(shard))
     checkpoints = resume.BlockCheckpoints(path, recorded["data_version"])
     parts, resumed, elapsed, generated_now = [], 0, 0.0, 0
     for index, offset in enumerate(range(0, shard.num_rows, block)):

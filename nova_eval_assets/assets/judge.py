@@ -1,4 +1,5 @@
-"""The asset graph of an ``llm_judge`` recipe, and the project-wide judge leaderboard.
+"""The asset graph of an ``llm_judge`` (or ``mm_llm_judge``) recipe, and the project-wide
+judge leaderboard.
 
     [<baseline>/aggregated_report, <challenger>/aggregated_report]   (joining recipes only)
         -> <judge>/validated_dataset (+ blocking check dataset_is_valid)
@@ -79,7 +80,7 @@ def build_judge_assets(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> lis
     upstream = pipeline.upstream_recipes(loaded, recipes)  # validates the names early
     deps = upstream_keys(loaded, recipes)
     baseline, challenger = pipeline.labels(loaded)
-    tags = {"recipe": loaded.name, "task": "llm_judge"}
+    tags = {"recipe": loaded.name, "task": recipe.evaluation.task}  # llm_judge, mm_llm_judge
 
     def key(stage: str) -> dg.AssetKey:
         return dg.AssetKey([name, stage])

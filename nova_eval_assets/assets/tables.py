@@ -46,7 +46,7 @@ def table_key(table: str) -> dg.AssetKey:
 
 def final_asset_key(loaded: LoadedRecipe) -> dg.AssetKey:
     """The asset whose outputs a recipe's table rows come from."""
-    stage = "judge_results" if loaded.recipe.evaluation.task == "llm_judge" else "aggregated_report"
+    stage = "judge_results" if loaded.recipe.evaluation.is_judge else "aggregated_report"
     return dg.AssetKey([loaded.key, stage])
 
 

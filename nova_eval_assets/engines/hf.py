@@ -36,6 +36,13 @@ Reasoning (`SamplingSettings.reasoning_effort`, engines/reasoning.py): the chat 
 thinking switch is passed to `apply_chat_template`, and the generated text is split into
 `Generation.reasoning` and the answer, `Generation.text`.
 
+Vision-language models (engines/vision.py): a model folder whose config transformers maps
+in `AutoModelForImageTextToText` loads with `AutoProcessor` and that class; its rows (with
+images or without) run through `model.generate`, every token chosen by `_pick` from the
+raw logits, so log probabilities, top lists, sampling, constraints, stop tokens and budgets
+are those of the text path (`runtime()["decoder"]`: "vision").  A text-only model refuses
+rows with images before generating any row (`check_requests`).
+
 Numerics: left padding and a shared head change the shapes of the matrix products
 a row goes through, so its log probabilities differ from a one-at-a-time run in
 the last float bits (measured up to ~3e-5 in float32 on CPU); greedy token choices
@@ -63,13 +70,32 @@ from .base import block_size as _block_size
 from .constraints import ResponseFormatError, TokenMatchers, compile_error
 from .cpu_threads import CoreShare, fixed_threads, process_share, user_chose_threads
 from .decoder import FastDecoder, unsupported_reason
-from .models import ResolvedModel, cache_root, ensure_chat_template, load_dir, resolve_model
+from .models import (
+    ResolvedModel,
+    cache_root,
+    ensure_chat_template,
+    load_dir,
+    model_config,
+    resolve_model,
+)
 from .reasoning import (
     TemplateReasoning,
     inspect_template,
     not_supported,
     opens_thinking,
     split_reasoning,
+)
+from .vision import (
+    VisionError,
+    chat_messages,
+    decode_batch,
+    encode_rows,
+    image_rows,
+    is_vision_config,
+    neutral_generation_config,
+    no_template_message,
+    no_vision_message,
+    processor_template,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,6 +128,8 @@ class _Prepared:
     ids: list[int]
     budget: int = 0  # tokens this row may generate (generate sets it: see row_budget)
     thinking: bool = False  # the prompt ends inside a <think> block (engines/reasoning.py)
+    text: str = ""  # the formatted prompt (vision models: the processor takes text)
+    images: tuple[str, ...] = ()  # the request's data URIs (vision models)
 
 
 def resolve_dtype(dtype: object, device_type: str):
@@ -166,7 +194,21 @@ class HFEngine:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = resolve_dtype(dtype, self.device.type)
 
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        # a vision-language model (engines/vision.py); a GGUF is always text-only
+        self.vision = not self.resolved.is_gguf and is_vision_config(model_config(self.resolved))
+        self.processor = None
+        model_class = AutoModelForCausalLM
+        if self.vision:
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            self.processor = AutoProcessor.from_pretrained(folder)
+            self.tokenizer = self.processor.tokenizer
+            template = processor_template(self.processor)
+            if template and not getattr(self.tokenizer, "chat_template", None):
+                self.tokenizer.chat_template = template
+            model_class = AutoModelForImageTextToText
+        else:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.chat_template = ensure_chat_template(self.tokenizer)
         # a ChatML fallback or raw prompts have no thinking switch
         self.reasoning = (
@@ -178,14 +220,19 @@ class HFEngine:
         kwargs = {"dtype": self.dtype}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device)
+        self.model = model_class.from_pretrained(folder, **kwargs).to(self.device)
         self.model.eval()
 
-        config = self.model.config
+        config = self.model.config.get_text_config() if self.vision else self.model.config
         self.max_context = int(max_context or getattr(config, "max_position_embeddings", 2048))
         self.stop_ids = self._stop_ids()
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
+        if self.vision:
+            # no processor of the model's generation config may run before the engine's
+            self.model.generation_config = neutral_generation_config(
+                self.model, self.stop_ids, self.pad_id
+            )
         if default_batch_size is None:
             default_batch_size = (
                 CUDA_DEFAULT_BATCH_SIZE if self.device.type == "cuda" else CPU_DEFAULT_BATCH_SIZE
@@ -198,6 +245,8 @@ class HFEngine:
         # (engines/decoder.py); other architectures keep the transformers forward
         self.decoder: FastDecoder | None = None
         reason = unsupported_reason(self.model) if fast_decoder else "turned off"
+        if self.vision:
+            reason = "a vision-language model (engines/vision.py)"
         if reason is None:
             self.decoder = FastDecoder(self.model)
         else:
@@ -214,12 +263,14 @@ class HFEngine:
         import torch
 
         fast = self._fast()
+        decoder = "vision" if self.vision else "fast" if fast else "transformers"
         return {
             "engine": self.name,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
-            # fast: engines/decoder.py; transformers: the model's own forward
-            "decoder": "fast" if fast else "transformers",
+            # fast: engines/decoder.py; transformers: the model's own forward; vision: a
+            # vision-language model through model.generate (engines/vision.py)
+            "decoder": decoder,
             "attention": "bmm" if fast else self.model.config._attn_implementation,
             "packed_weights": bool(fast and self.decoder.packed),
             "torch_threads": torch.get_num_threads() if self.device.type == "cpu" else None,
@@ -257,6 +308,8 @@ class HFEngine:
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
         candidates = [self.tokenizer.eos_token_id, getattr(self.model.config, "eos_token_id", None)]
+        if self.vision:  # a vision-language model's text config holds its own
+            candidates.append(getattr(self.model.config.get_text_config(), "eos_token_id", None))
         gen_config = getattr(self.model, "generation_config", None)
         if gen_config is not None:
             candidates.append(gen_config.eos_token_id)
@@ -283,6 +336,23 @@ class HFEngine:
             if problem is not None:
                 raise ResponseFormatError(f"inference.response_format: {problem}")
 
+    @property
+    def architecture(self) -> str:
+        """The model's class name, for messages (``LlamaForCausalLM``)."""
+        return type(self.model).__name__
+
+    def check_requests(self, requests: Sequence[GenerationRequest]) -> None:
+        """Refuse rows with images this model cannot see before any row is generated: a
+        text-only model (`VisionError`), or a vision-language model without a chat
+        template to place them."""
+        rows = image_rows(requests)
+        if not rows:
+            return
+        if not self.vision:
+            raise VisionError(no_vision_message(self.model_name, self.architecture, rows))
+        if self.chat_template != "own":
+            raise VisionError(no_template_message(self.model_name, self.architecture, rows))
+
     def _matchers(self, batch: list[_Prepared], settings: SamplingSettings, vocab: int):
         """Per-row grammar matchers under `response_format` (None: free text)."""
         if settings.response_format is None:
@@ -296,10 +366,14 @@ class HFEngine:
         template's thinking switch set for `reasoning_effort`)."""
         if self.chat_template == "none":
             return f"{request.system}\n\n{request.prompt}" if request.system else request.prompt
-        messages = []
-        if request.system is not None:
-            messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.prompt})
+        if self.vision and self.chat_template == "own":
+            # a vision-language template takes content parts (images, then the text)
+            messages = chat_messages(request)
+        else:
+            messages = []
+            if request.system is not None:
+                messages.append({"role": "system", "content": request.system})
+            messages.append({"role": "user", "content": request.prompt})
         return self.tokenizer.apply_chat_template(
             messages,
             add_generation_prompt=True,
@@ -313,6 +387,8 @@ class HFEngine:
         if not requests:
             return [], []
         texts = [self.format_prompt(r, reasoning_effort) for r in requests]
+        if self.vision:
+            return texts, encode_rows(self, texts, requests)
         add_special = self.chat_template == "none"
         return texts, self.tokenizer(texts, add_special_tokens=add_special)["input_ids"]
 
@@ -345,6 +421,7 @@ class HFEngine:
         on_batch: Callable[[int, int], None] | None = None,
     ) -> list[Generation]:
         self.check_settings(settings)
+        self.check_requests(requests)
         batch_size = int(batch_size or self.default_batch_size)
         block = _block_size(batch_size)
         total = len(requests)
@@ -372,9 +449,22 @@ class HFEngine:
                 thinking = settings.reasoning_effort is not None and opens_thinking(
                     texts[i - start]
                 )
-                prepared.append(_Prepared(i, request.row_index, ids, budget, thinking))
+                text = texts[i - start] if self.vision else ""
+                prepared.append(
+                    _Prepared(i, request.row_index, ids, budget, thinking, text, request.images)
+                )
             prepared.sort(key=lambda p: (len(p.ids), p.index))
-            batches = [prepared[j : j + batch_size] for j in range(0, len(prepared), batch_size)]
+            # a vision batch holds rows with images or rows without (engines/vision.py)
+            groups = (
+                [[p for p in prepared if not p.images], [p for p in prepared if p.images]]
+                if self.vision
+                else [prepared]
+            )
+            batches = [
+                group[j : j + batch_size]
+                for group in groups
+                for j in range(0, len(group), batch_size)
+            ]
             for batch in batches:
                 self._take_cpu_share(self._core_share)  # other engine processes come and go
                 for item, generation in zip(
@@ -455,7 +545,9 @@ class HFEngine:
         self, batch: list[_Prepared], settings: SamplingSettings
     ) -> list[Generation]:
         """Decode one left-padded batch. The unit that the out-of-memory retry wraps."""
-        if self._fast():
+        if self.vision:
+            steps = decode_batch(self, batch, settings)
+        elif self._fast():
             steps = self._decode_fast(batch, settings)
         else:
             steps = self._decode_generic(batch, settings)

@@ -312,6 +312,22 @@ def load_chat_template(resolved: ResolvedModel) -> str | dict | None:
     return tokenizer.chat_template if ensure_chat_template(tokenizer) == "own" else None
 
 
+def model_config(resolved: ResolvedModel) -> dict:
+    """The model's ``config.json`` as a dict, without loading weights or converting a GGUF
+    (for `nova-eval validate`): a folder's own, or that of a GGUF's finished conversion;
+    else, for a GGUF not converted yet, ``model_type`` from its metadata's
+    ``general.architecture`` (and ``architectures``: ``["<arch> (GGUF)"]``).  A GGUF is
+    always a text-only model here: transformers reads only its text model."""
+    folder = resolved.path if not resolved.is_gguf else converted_dir(resolved)
+    if resolved.is_gguf and not _is_complete(folder):
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(resolved.path)).fields.get("general.architecture")
+        arch = str(field.contents()) if field is not None else "unknown"
+        return {"model_type": arch, "architectures": [f"{arch} (GGUF)"]}
+    return json.loads((folder / "config.json").read_text())
+
+
 # --------------------------------------------------------------------------- GGUF cache
 
 

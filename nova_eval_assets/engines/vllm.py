@@ -458,6 +458,15 @@ class VLLMEngine:
             rows.append(PreparedRow(offset + i, request.row_index, list(ids), budget, thinking))
         return rows, errors
 
+    def check_requests(self, requests: Sequence[GenerationRequest]) -> None:
+        """Images are not passed to vLLM yet (its multi_modal_data): refuse them up front."""
+        rows = sum(1 for r in requests if r.images)
+        if rows:
+            raise ValueError(
+                f"inference.engine 'vllm' does not take images yet; {rows} rows have images "
+                "(serve the model with `vllm serve` and use inference.engine 'openai')"
+            )
+
     def generate(
         self,
         requests: Sequence[GenerationRequest],
@@ -466,6 +475,7 @@ class VLLMEngine:
         on_batch: Callable[[int, int], None] | None = None,
     ) -> list[Generation]:
         self.check_settings(settings)
+        self.check_requests(requests)
         block = block_size(int(batch_size or self.default_batch_size))
         total = len(requests)
         results: list[Generation | None] = [None] * total

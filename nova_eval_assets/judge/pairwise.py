@@ -22,18 +22,24 @@ the passes that have one.
 win): ``inference_error`` if neither pass has a verdict; ``inconsistent`` if one pass
 prefers A and the other B (a position flip); otherwise ``A``, ``B`` or ``tie`` by whether
 B's points over the passes with a verdict are below, above or at half.
+
+**Images** (``mm_llm_judge``, or any judge dataset row with ``images``): both passes show
+the judge the row's images with the prompt (``GenerationRequest.images``, in the row's
+order); a judge that cannot see them fails before the first request
+(:func:`engines.vision.check_engine_requests`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
 
 from nova_eval_assets.engines.base import Engine, Generation, SamplingSettings, TokenLogprob
+from nova_eval_assets.engines.vision import check_engine_requests
 from nova_eval_assets.judge.prompts import (
     BACKWARD,
     FORWARD,
@@ -106,6 +112,7 @@ class JudgeItem:
     system: str | None = None
     metadata: str | None = None
     line: int | None = None
+    images: tuple[str, ...] = ()  # data URIs shown with the prompt in both passes
 
 
 @dataclass(frozen=True)
@@ -222,13 +229,19 @@ def judge_items(
 
     Requests are interleaved (forward, backward, forward, ...) and sent to the engine in
     one call, so a batching engine fills its batches with both passes. ``show_system``
-    False hides the items' system prompts from the judge (they stay in the table).
+    False hides the items' system prompts from the judge (they stay in the table). An
+    item's images go with both of its passes; an engine that cannot show them fails here,
+    before any request is sent.
     """
     requests = []
     for position, item in enumerate(items):
         system = item.system if show_system else None
         prompts = pass_prompts(item.prompt, item.response_a, item.response_b, system, order)
-        requests += [generation_request(position, p, prompts[p]) for p in PASSES]
+        requests += [
+            replace(generation_request(position, p, prompts[p]), images=tuple(item.images))
+            for p in PASSES
+        ]
+    check_engine_requests(engine, requests)
     generations = (
         engine.generate(requests, settings, batch_size, on_batch=on_batch) if requests else []
     )

@@ -1,4 +1,7 @@
-"""The stages of an ``llm_judge`` evaluation as plain functions (no Dagster).
+"""The stages of an ``llm_judge`` (or ``mm_llm_judge``) evaluation as plain functions (no
+Dagster). A ``mm_llm_judge`` recipe is the same judge over a dataset whose rows have
+``images`` (data URIs), which the judge sees with the prompt in both passes; it writes the
+same files, columns and Nova keys (``custom|llm_judge_judge|0``, the same summary).
 
 - :func:`prepare_dataset`: the judge dataset (``prompt``, ``response_A``, ``response_B``,
   optional ``system`` and ``metadata``), validated like any dataset
@@ -43,7 +46,7 @@ from nova_eval_assets.judge import bradley_terry as bt
 from nova_eval_assets.judge.backends import api_key_from_env, create_judge_engine
 from nova_eval_assets.judge.pairwise import JUDGMENTS_SCHEMA, JudgeItem, judge_items
 from nova_eval_assets.layout import EvalLayout, output_root, safe_name, timestamp
-from nova_eval_assets.recipe import JudgeConfig, LoadedRecipe, RecipeError
+from nova_eval_assets.recipe import JudgeConfig, LoadedRecipe, RecipeError, is_judge_task
 
 NOVA_JUDGE_TASK_KEY = "custom|llm_judge_judge|0"
 DETAILS_COLUMNS = ("example", "gold", "predictions", "metrics", "specifics")
@@ -81,7 +84,8 @@ def judge_config(loaded: LoadedRecipe) -> JudgeConfig:
 
 
 def is_judge(loaded: LoadedRecipe) -> bool:
-    return loaded.recipe.evaluation.task == "llm_judge"
+    """A judge recipe: ``llm_judge`` or ``mm_llm_judge``."""
+    return is_judge_task(loaded.recipe.evaluation.task)
 
 
 def judge_model(loaded: LoadedRecipe) -> str:
@@ -196,7 +200,9 @@ def join_upstream(loaded: LoadedRecipe, upstream: dict[str, LoadedRecipe]) -> di
     ``response_B`` = the challenger's. A row whose inference failed on either side gets an
     empty response, which validation then rejects (use ``dataset.on_invalid: skip`` to
     judge the rest). Rows whose prompts differ are counted in ``prompt_mismatches`` (and
-    judged on the baseline's prompt); rows on one side only are counted and dropped.
+    judged on the baseline's prompt); rows on one side only are counted and dropped. A
+    ``mm_llm_judge`` recipe also takes each row's ``images`` from the baseline's validated
+    dataset (the outputs keep only their hashes), so the judge sees what both answered.
     """
     tables = {}
     for role, other in upstream.items():
@@ -210,6 +216,11 @@ def join_upstream(loaded: LoadedRecipe, upstream: dict[str, LoadedRecipe]) -> di
     base = {r["row_index"]: r for r in tables["baseline"].to_pylist()}
     chal = {r["row_index"]: r for r in tables["challenger"].to_pylist()}
     common = sorted(base.keys() & chal.keys())
+    images = (
+        upstream_images(upstream["baseline"])
+        if loaded.recipe.evaluation.task == "mm_llm_judge"
+        else {}
+    )
     mismatches: list[int] = []
     errors = Counter()
 
@@ -231,6 +242,8 @@ def join_upstream(loaded: LoadedRecipe, upstream: dict[str, LoadedRecipe]) -> di
                 row["system"] = system
             if a["metadata"] is not None:
                 row["metadata"] = a["metadata"]
+            if images.get(index):
+                row["images"] = [{"data": uri} for uri in images[index]]
             yield row
 
     path = joined_dataset_path(loaded)
@@ -247,10 +260,21 @@ def join_upstream(loaded: LoadedRecipe, upstream: dict[str, LoadedRecipe]) -> di
         "challenger_inference_errors": errors["challenger"],
         "prompt_mismatches": len(mismatches),
         "first_prompt_mismatches": mismatches[:10],
+        "rows_with_images": sum(1 for index in common if images.get(index)),
         "path": path,
     }
     storage.write_json(EvalLayout.for_recipe(loaded).stage("join_report.json"), report)
     return report
+
+
+def upstream_images(other: LoadedRecipe) -> dict[int, list[str]]:
+    """A gen_qa recipe's images by ``row_index``, from its validated dataset ({} when it
+    has none)."""
+    path = EvalLayout.for_recipe(other).validated
+    if not storage.exists(path) or "images" not in storage.parquet_schema(path).names:
+        return {}
+    table = storage.read_parquet(path, columns=["row_index", "images"])
+    return {row["row_index"]: list(row["images"]) for row in table.to_pylist() if row["images"]}
 
 
 def prepare_dataset(
@@ -286,6 +310,7 @@ def read_items(loaded: LoadedRecipe) -> list[JudgeItem]:
             system=row.get("system"),
             metadata=row.get("metadata"),
             line=row.get("line"),
+            images=tuple(row.get("images") or ()),  # null (or no column): no images
         )
         for row in rows
     ]
@@ -559,7 +584,7 @@ def leaderboard_dir(recipes: list[LoadedRecipe]) -> str:
     """``<output root>/judge_leaderboard`` of the first judge recipe (by name)."""
     judges = sorted((r for r in recipes if is_judge(r)), key=lambda r: r.name)
     if not judges:
-        raise ValueError("no llm_judge recipes")
+        raise ValueError("no judge recipes (llm_judge, mm_llm_judge)")
     return storage.join(output_root(judges[0]), LEADERBOARD_FOLDER)
 
 

@@ -128,7 +128,7 @@ def write_evaluation_tables(
         written["eval_metrics"] = write_run(
             root, "eval_metrics", run.partition, [build.metrics_table(run, rows)]
         )
-    judge = _judge_extra(results) if loaded.recipe.evaluation.task == "llm_judge" else {}
+    judge = _judge_extra(results) if loaded.recipe.evaluation.is_judge else {}
     judgments = paths.get("judgments")
     if "judge_judgments" in wanted and judgments and storage.exists(judgments):
         table = storage.read_parquet(judgments)
