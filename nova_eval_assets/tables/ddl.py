@@ -16,6 +16,7 @@ files in a partition's sub-folders), so a query on a date range reads only those
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -69,6 +70,27 @@ class DdlSettings:
     eval_names: tuple[str, ...]
     projection_start: str = DEFAULT_START
 
+    def __post_init__(self) -> None:
+        # names reach backquoted identifiers, LOCATION and TBLPROPERTIES: refuse what could
+        # break out of them rather than escape it into something Athena reads differently
+        if not _DATABASE.match(self.database):
+            raise ValueError(
+                f"Athena database {self.database!r} ({DATABASE_ENV}): letters, digits and _ only"
+            )
+        if self.location != PLACEHOLDER_LOCATION and not _LOCATION.match(self.location):
+            raise ValueError(
+                f"tables location {self.location!r} ({LOCATION_ENV}): an s3:// prefix without "
+                "quotes, backslashes, backquotes, $ or white space"
+            )
+        for name in self.eval_names:
+            if not _EVAL_NAME.match(name) or ".." in name:
+                raise ValueError(
+                    f"evaluation name {name!r} cannot be projected by Athena: letters, digits, "
+                    "'-', '_' and '.' only (a run.name; see README 'Run names')"
+                )
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.projection_start):
+            raise ValueError(f"{START_ENV} = {self.projection_start!r}: a date as yyyy-MM-dd")
+
     @classmethod
     def from_env(cls, tables_root: str, eval_names: Iterable[str]) -> DdlSettings:
         """Location: ``$NOVA_EVAL_ATHENA_TABLES_LOCATION``, else the tables root when it is
@@ -85,15 +107,26 @@ class DdlSettings:
         )
 
 
-def _quote(text: str) -> str:
-    return text.replace("'", "''")
+#: Hive's escapes inside a string literal (Athena's CREATE EXTERNAL TABLE goes through its
+#: Hive DDL parser: a doubled quote there is two literals, not an escaped quote)
+_HIVE_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: what may appear in a projected evaluation name: Nova's run names (recipe.py), which also
+#: keeps the enum list's commas and the storage template's `${...}` unambiguous
+_EVAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_DATABASE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
+_LOCATION = re.compile(r"^s3://[^\s'\"\\`$]+$")
+
+
+def hive_string(text: str) -> str:
+    """`text` as a Hive string literal, quotes included."""
+    return "'" + "".join(_HIVE_ESCAPES.get(c, c) for c in text) + "'"
 
 
 def create_table(table: str, settings: DdlSettings) -> str:
     spec = TABLES[table]
     location = f"{settings.location}/{table}"
     columns = ",\n".join(
-        f"  `{f.name}` {hive_type(f.type)} COMMENT '{_quote(comment(f))}'" for f in spec.schema
+        f"  `{f.name}` {hive_type(f.type)} COMMENT {hive_string(comment(f))}" for f in spec.schema
     )
     partitions = ", ".join(f"`{name}` {hive_type(t)}" for name, t in PARTITION_COLUMNS)
     properties = {
@@ -110,14 +143,14 @@ def create_table(table: str, settings: DdlSettings) -> str:
             f"{location}/eval_name=${{eval_name}}/run_date=${{run_date}}/"
         ),
     }
-    props = ",\n".join(f"  '{k}'='{_quote(v)}'" for k, v in properties.items())
+    props = ",\n".join(f"  {hive_string(k)}={hive_string(v)}" for k, v in properties.items())
     return (
         f"CREATE EXTERNAL TABLE IF NOT EXISTS `{settings.database}`.`{table}` (\n"
         f"{columns}\n)\n"
-        f"COMMENT '{_quote(spec.description)}'\n"
+        f"COMMENT {hive_string(spec.description)}\n"
         f"PARTITIONED BY ({partitions})\n"
         "STORED AS PARQUET\n"
-        f"LOCATION '{location}/'\n"
+        f"LOCATION {hive_string(location + '/')}\n"
         f"TBLPROPERTIES (\n{props}\n)"
     )
 
