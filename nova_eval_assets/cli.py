@@ -43,7 +43,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         loaded = load_recipe(args.recipe)
         recipe = loaded.recipe
         if recipe.run.data_s3_path is None:  # an llm_judge recipe that joins two gen_qa recipes
-            return _validate_judge_join(loaded)
+            code = _validate_judge_join(loaded)
+            if code == 0 and args.preflight and not _preflight_passes(loaded):
+                return 2
+            return code
         outcome = validate_dataset(
             loaded.resolve_data_path(),
             SCHEMAS[recipe.evaluation.task],
@@ -68,12 +71,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 2
     print(f"{loaded.path}: recipe '{loaded.name}' is valid")
     print(outcome.report())
+    if args.preflight and not _preflight_passes(loaded):
+        return 2
     if outcome.ok:
         return 0
     if recipe.dataset.on_invalid == "skip" and not outcome.no_rows:
         print("dataset.on_invalid is 'skip': these rows would be written to rejected_rows.jsonl")
         return 0
     return 1  # under "skip" too when no valid row is left: there is nothing to evaluate
+
+
+def _preflight_passes(loaded, announce_local: bool = True) -> bool:
+    """Check every remote part the recipe names (preflight.py); print one line each."""
+    from nova_eval_assets.preflight import failures, remote_parts, run_preflight
+
+    if not remote_parts(loaded):
+        if announce_local:
+            print("preflight: the recipe uses no remote part (local files and models only)")
+        return True
+    results = run_preflight(loaded)
+    for result in results:
+        stream = sys.stdout if result.ok else sys.stderr
+        print(f"preflight: {'ok' if result.ok else 'FAILED'}  {result.message}", file=stream)
+    failed = failures(results)
+    if failed:
+        print(
+            f"preflight: {len(failed)} of {len(results)} checks failed; nothing was run",
+            file=sys.stderr,
+        )
+    return not failed
 
 
 def vision_problem(recipe, table) -> str | None:
@@ -114,6 +140,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_recipe_reasoning(loaded.recipe)  # before Dagster starts: a message, no traceback
     except (RecipeError, ReasoningNotSupportedError, ModelResolutionError) as exc:
         print(exc, file=sys.stderr)
+        return 2
+    # cloud access first: a missing credential is found in a second, not after inference
+    if not _preflight_passes(loaded, announce_local=False):
         return 2
     ensure_dagster_home()
     from nova_eval_assets.assets.materialize import run_evaluation
@@ -246,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a recipe and its dataset; run nothing")
     validate.add_argument("recipe")
+    validate.add_argument(
+        "--preflight",
+        action="store_true",
+        help="also check every remote part the recipe names (AWS credentials, S3, Lambda, "
+        "Bedrock, MLflow, endpoint), without side effects",
+    )
     validate.set_defaults(func=cmd_validate)
 
     run = sub.add_parser("run", help="materialize every replica of a recipe, then its report")
@@ -256,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-new-tokens", type=int, help="override inference.max_new_tokens (a quick try)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+
     run.add_argument(
         "--no-upstream",
         action="store_true",

@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -71,6 +72,7 @@ def table_sha256(table: pa.Table) -> str:
     """Hash of a table's schema (without metadata) and values, batch by batch. Timing
     columns (``*_seconds``, ``latency_s``) are left out: they differ on every run."""
     table = table.select([name for name in table.column_names if not _timing(name)])
+    table = _canonical_lists(table)
     sha = hashlib.sha256(str(table.schema.remove_metadata()).encode())
     for batch in table.to_batches(max_chunksize=65_536):
         sink = pa.BufferOutputStream()
@@ -78,6 +80,31 @@ def table_sha256(table: pa.Table) -> str:
             writer.write_batch(batch)
         sha.update(sink.getvalue())
     return sha.hexdigest()
+
+
+def _canonical_lists(table: pa.Table) -> pa.Table:
+    """Top-level list<primitive> columns rebuilt from their lengths, values and nulls: equal
+    lists can be laid out in different buffers, and their item field named differently (an
+    all-null list column built in memory and the same column read back from Parquet, which
+    names it "element"): the hash must see neither."""
+    import pyarrow.compute as pc
+
+    columns = []
+    for column in table.columns:
+        type_ = column.type
+        if pa.types.is_list(type_) and not pa.types.is_nested(type_.value_type):
+            array = column.combine_chunks()
+            lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
+            offsets = np.zeros(len(array) + 1, dtype=np.int32)
+            np.cumsum(lengths, out=offsets[1:])
+            column = pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()),
+                pc.list_flatten(array),
+                type=pa.list_(type_.value_type),  # Parquet reads the item back as "element"
+                mask=array.is_null() if array.null_count else None,
+            )
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
 
 
 def stream_sha256(location: str, chunk: int = 1 << 22) -> str:

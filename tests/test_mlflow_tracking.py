@@ -21,7 +21,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from nova_eval_assets import stages, tracking
+from nova_eval_assets import preflight, stages, tracking
 from nova_eval_assets.assets import build_evaluation_assets
 from nova_eval_assets.assets.automation import FOLLOWUP_TAG, build_orchestration
 from nova_eval_assets.assets.materialize import run_evaluation
@@ -436,6 +436,16 @@ def test_closed_port_fails_clearly_and_leaves_the_results(
             seen["seconds"] = time.monotonic() - started
 
     monkeypatch.setattr(tracking, "log_evaluation", timed)
+    # the preflight finds it first: one line, nothing run
+    assert cli_main(["run", str(loaded.path), "--quiet"]) == 2
+    stopped = capsys.readouterr()
+    assert f"run.mlflow_tracking_uri: cannot reach the MLflow tracking server {closed}" in (
+        stopped.err
+    )
+    assert not results_dir.exists() and "seconds" not in seen
+    # a server that answered the preflight and went away before the MLflow step: only
+    # that step fails
+    monkeypatch.setattr(preflight, "run_preflight", lambda loaded, **kwargs: [])
     assert cli_main(["run", str(loaded.path), "--quiet"]) == 1
     captured = capsys.readouterr()
     error = captured.err.strip().splitlines()

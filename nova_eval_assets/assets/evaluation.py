@@ -20,7 +20,11 @@ from nova_eval_assets.assets.automation import (
     model_checkpoint_key,
     replica_condition,
 )
-from nova_eval_assets.assets.validation import build_validation_check, validation_metadata
+from nova_eval_assets.assets.validation import (
+    build_preflight_checks,
+    build_validation_check,
+    validation_metadata,
+)
 from nova_eval_assets.byom.pipeline import processor_fingerprint
 from nova_eval_assets.recipe import LoadedRecipe
 
@@ -233,6 +237,7 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
     return [
         validated_dataset,
         dataset_is_valid,
+        *build_preflight_checks(loaded, validated_dataset),
         preprocessed_prompts,
         inference_outputs,
         postprocessed_metrics,

@@ -21,11 +21,19 @@ def cli_tags(recipe_name: str) -> dict[str, str]:
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step and its error, else the run id."""
+    """The first failed step and what went wrong, without the stack (the Python traceback
+    stays in the run's logs, which the message points to), else the run id."""
     for event in result.all_events:
         failure = event.step_failure_data if event.is_step_failure else None
         if failure and failure.error:
-            return f"{event.step_key} failed:\n{failure.error.to_string()}"
+            error = failure.error
+            # Dagster wraps the step's error; the user's is the first that is not Dagster's
+            while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+                error = error.cause
+            return (
+                f"{event.step_key} failed: {error.message.strip()}\n"
+                f"(traceback: run {result.run_id} in the Dagster UI, `make ui`)"
+            )
     return f"run {result.run_id} failed"
 
 

@@ -19,7 +19,9 @@ from dagster import AssetExecutionContext
 
 from nova_eval_assets import lineage, progress, storage
 from nova_eval_assets.assets.validation import (
+    build_preflight_checks,
     build_validation_check,
+    preflight_stop,
     stop_message,
     validation_metadata,
 )
@@ -186,7 +188,13 @@ def build_judge_assets(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> lis
             metadata={"inference_error": errors, "judgments": judgments, "share": share},
         )
 
-    return [validated_dataset, dataset_is_valid, judge_results, judge_verdicts_parse]
+    return [
+        validated_dataset,
+        dataset_is_valid,
+        *build_preflight_checks(loaded, validated_dataset),
+        judge_results,
+        judge_verdicts_parse,
+    ]
 
 
 class LeaderboardConfig(dg.Config):
@@ -297,7 +305,9 @@ def run_judge_evaluation(
     if not prepared.success:
         # the dataset stopped the run (its report says why), or the join itself failed
         validation = storage.read_json(validation_path) if storage.exists(validation_path) else None
-        stopped = stop_message(validation, "judge dataset") if validation else None
+        stopped = preflight_stop(prepared) or (
+            stop_message(validation, "judge dataset") if validation else None
+        )
         outcome.message = stopped or failure_message(prepared)
         return outcome
 

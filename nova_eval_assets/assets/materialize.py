@@ -23,7 +23,7 @@ from nova_eval_assets.assets.evaluation import build_evaluation_assets
 from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
 from nova_eval_assets.assets.tables import materialize_tables
 from nova_eval_assets.assets.tracking import materialize_tracking
-from nova_eval_assets.assets.validation import stop_message
+from nova_eval_assets.assets.validation import preflight_stop, stop_message
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe, discover_recipes
 
@@ -62,7 +62,7 @@ def run_evaluation(
     prepared = materialize(["validated_dataset", "preprocessed_prompts"], quiet_level="CRITICAL")
     layout = EvalLayout.for_recipe(loaded)
     validation = storage.read_json(layout.validation_report)
-    stopped = stop_message(validation)
+    stopped = preflight_stop(prepared) or stop_message(validation)
     if stopped is not None:
         outcome.message = stopped
         return outcome

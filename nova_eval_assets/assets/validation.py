@@ -10,6 +10,7 @@ from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
 
 VALIDATION_CHECK = "dataset_is_valid"
+PREFLIGHT_CHECK = "remote_access"
 
 
 def validation_metadata(summary: dict[str, Any]) -> dict[str, Any]:
@@ -61,3 +62,46 @@ def build_validation_check(
         )
 
     return dataset_is_valid
+
+
+def build_preflight_checks(
+    loaded: LoadedRecipe, asset: dg.AssetsDefinition
+) -> list[dg.AssetChecksDefinition]:
+    """The blocking ``remote_access`` check (preflight.py) on the first asset of a recipe
+    that uses remote parts (S3, Lambda, Bedrock, MLflow, an OpenAI-compatible endpoint): it
+    fails with one line per problem, so nothing downstream (no model) runs. None for a
+    recipe that is all local."""
+    from nova_eval_assets.preflight import failures, remote_parts, run_preflight
+
+    if not remote_parts(loaded):
+        return []
+
+    @dg.asset_check(
+        asset=asset,
+        name=PREFLIGHT_CHECK,
+        blocking=True,
+        description="Every remote part the recipe names is reachable and allowed "
+        "(credentials, S3 read/write, Lambda DryRun, Bedrock model, MLflow, endpoint).",
+    )
+    def remote_access() -> dg.AssetCheckResult:
+        results = run_preflight(loaded)
+        failed = failures(results)
+        return dg.AssetCheckResult(
+            passed=not failed,
+            description="\n".join(r.message for r in failed) or None,
+            metadata={
+                "checks": dg.MetadataValue.md("\n".join(f"- {r.message}" for r in results)),
+                "failed": len(failed),
+            },
+        )
+
+    return [remote_access]
+
+
+def preflight_stop(result: dg.ExecuteInProcessResult) -> str | None:
+    """The failed ``remote_access`` check's lines in a run's result (None: it passed or did
+    not run), for the CLI to print instead of Dagster's check-failure error."""
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.check_name == PREFLIGHT_CHECK and not evaluation.passed:
+            return evaluation.description
+    return None

@@ -384,8 +384,12 @@ class ProcessorRunner:
             ConnectionClosedError,
             ConnectTimeoutError,
             EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
             ReadTimeoutError,
         )
+
+        from nova_eval_assets.preflight import RemoteAccessError, describe_remote_error
 
         client = self._lambda_client()
         payload = json.dumps(event).encode("utf-8")
@@ -399,6 +403,11 @@ class ProcessorRunner:
                     InvocationType="RequestResponse",
                     Payload=payload,
                 )
+            except (NoCredentialsError, PartialCredentialsError) as exc:
+                # no row can succeed: stop the stage with one line (the preflight's)
+                raise RemoteAccessError(
+                    describe_remote_error(exc, "processor.lambda_arn", self.lambda_arn)
+                ) from exc
             except ReadTimeoutError:
                 return CallResult(
                     error=f"timeout: no answer within {self.timeout_s:g} s", attempts=attempt

@@ -7,7 +7,7 @@ Models: whatever Converse takes as ``modelId``, passed through unchanged -- a mo
 (``amazon.nova-lite-v1:0``), a cross-region inference profile (``us.amazon.nova-pro-v1:0``)
 or the ARN of a custom model, a provisioned-throughput model, an inference profile, an
 imported model (``arn:aws:bedrock:<region>:<account>:provisioned-model/<id>`` ...).  With no
-``region`` the region of such an ARN is used, else boto3's usual chain (``AWS_REGION``,
+``region`` the region of such an ARN is used, else boto3's usual chain (``AWS_DEFAULT_REGION``,
 the profile); ``endpoint_url`` overrides the regional endpoint (VPC endpoints, FIPS).
 
 One request per row::
@@ -291,7 +291,7 @@ class BedrockEngine:
             if region is None:  # botocore's NoRegionError would not say which key to set
                 raise ValueError(
                     "inference.engine 'bedrock' needs a region: set inference.region (or "
-                    "judge.region), AWS_REGION, or a region in the AWS profile"
+                    "judge.region), AWS_DEFAULT_REGION, or a region in the AWS profile"
                 )
             client = make_client(
                 region=region,
