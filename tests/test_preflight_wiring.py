@@ -103,3 +103,40 @@ def test_a_remote_error_mid_run_is_one_line_with_the_traceback_left_in_the_logs(
         f"{NO_CREDENTIALS}"
     )
     assert "Traceback" not in message and result.run_id in pointer
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("part", ["mlflow", "endpoint"])
+def test_run_with_a_server_down_stops_before_any_model(
+    part, make_recipe, monkeypatch, tmp_path, capsys
+):
+    from tests.orchestration_support import edit_recipe
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(stages, "create_engine", no_model)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    url = f"http://127.0.0.1:{closed_port()}"
+    loaded = make_recipe(name="down")
+    if part == "mlflow":
+        loaded = edit_recipe(loaded, run={"mlflow_tracking_uri": url})
+        key = "run.mlflow_tracking_uri"
+    else:
+        loaded = edit_recipe(
+            loaded, inference={"engine": "openai", "endpoint": url, "top_logprobs": 0}
+        )
+        key = "inference.endpoint"
+    started = time.monotonic()
+    assert cli.main(["run", str(loaded.path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"preflight: FAILED  {key}: cannot reach" in err and url in err
+    assert time.monotonic() - started < 10
+    assert not storage.exists(EvalLayout.for_recipe(loaded).validation_report)
