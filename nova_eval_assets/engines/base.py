@@ -143,6 +143,29 @@ class Generation:
     reasoning: str | None = None
     max_new_tokens: int | None = None
 
+    @classmethod
+    def failed(
+        cls,
+        row_index: int,
+        error: str,
+        *,
+        prompt_tokens: int = 0,
+        latency_s: float = 0.0,
+        max_new_tokens: int | None = None,
+    ) -> Generation:
+        """A row that produced nothing: ``finish_reason="error"`` and why."""
+        return cls(
+            row_index=row_index,
+            text="",
+            tokens=[],
+            prompt_tokens=prompt_tokens,
+            completion_tokens=0,
+            latency_s=latency_s,
+            finish_reason="error",
+            error=error,
+            max_new_tokens=max_new_tokens,
+        )
+
 
 @runtime_checkable
 class Engine(Protocol):

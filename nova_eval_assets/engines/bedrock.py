@@ -361,15 +361,9 @@ class BedrockEngine:
                     "dataset's rows have images: use a model with image input (Nova Lite, "
                     "Nova Pro, Nova Premier), or evaluate a text-only dataset"
                 ) from None
-            generation = Generation(
-                row_index=request.row_index,
-                text="",
-                tokens=[],
-                prompt_tokens=0,
-                completion_tokens=0,
-                latency_s=0.0,
-                finish_reason="error",
-                error=f"{type(exc).__name__}: {exc}",
+            generation = Generation.failed(
+                request.row_index,
+                f"{type(exc).__name__}: {exc}",
                 max_new_tokens=settings.max_new_tokens,
             )
         # a request's own wall time (requests overlap, so these sum to more than the run)

@@ -436,11 +436,11 @@ class HFEngine:
                 request, ids = requests[i], block_ids[i - start]
                 budget = self.row_budget(len(ids), settings.max_new_tokens)
                 if budget < 1:
-                    results[i] = _error(
+                    results[i] = Generation.failed(
                         request.row_index,
-                        len(ids),
                         f"prompt is {len(ids)} tokens and fills the model's context of "
                         f"{self.max_context} tokens; no room is left to generate",
+                        prompt_tokens=len(ids),
                         max_new_tokens=0,
                     )
                     done += 1
@@ -504,7 +504,11 @@ class HFEngine:
             item = batch[0]
             logger.warning("row %d does not fit in memory even alone: %s", item.row_index, message)
             error = f"out of memory: {message}"
-            return [_error(item.row_index, len(item.ids), error, max_new_tokens=item.budget)]
+            return [
+                Generation.failed(
+                    item.row_index, error, prompt_tokens=len(item.ids), max_new_tokens=item.budget
+                )
+            ]
         half = (len(batch) + 1) // 2
         logger.warning(
             "out of memory on a batch of %d rows; retrying as %d + %d",
@@ -951,19 +955,3 @@ def _sample(logits, settings: SamplingSettings, generators) -> object:
     slot = torch.searchsorted(cdf, uniform * cdf[:, -1:], right=True)
     slot = slot.clamp_(max=values.shape[-1] - 1)
     return indices.gather(1, slot)[:, 0]
-
-
-def _error(
-    row_index: int, prompt_tokens: int, message: str, max_new_tokens: int | None = None
-) -> Generation:
-    return Generation(
-        row_index=row_index,
-        text="",
-        tokens=[],
-        prompt_tokens=prompt_tokens,
-        completion_tokens=0,
-        latency_s=0.0,
-        finish_reason="error",
-        error=message,
-        max_new_tokens=max_new_tokens,
-    )

@@ -524,15 +524,10 @@ class OpenAIEngine:
         except ServerCapabilityError:
             raise
         except Exception as exc:  # one failed row must not stop the others
-            return Generation(
-                row_index=request.row_index,
-                text="",
-                tokens=[],
-                prompt_tokens=0,
-                completion_tokens=0,
+            return Generation.failed(
+                request.row_index,
+                f"{type(exc).__name__}: {exc}",
                 latency_s=time.perf_counter() - started,
-                finish_reason="error",
-                error=f"{type(exc).__name__}: {exc}",
                 max_new_tokens=settings.max_new_tokens,
             )
         generation.latency_s = time.perf_counter() - started

@@ -293,15 +293,11 @@ def to_generation(
     logprobs = None if logprobs is None else [logprobs[j] for j in range(len(ids))]
     reason = _get(completion, "finish_reason")
     if reason == "abort":
-        return Generation(
-            row_index=row.row_index,
-            text="",
-            tokens=[],
+        return Generation.failed(
+            row.row_index,
+            "vLLM aborted the request",
             prompt_tokens=len(row.prompt_ids),
-            completion_tokens=0,
             latency_s=latency_s,
-            finish_reason="error",
-            error="vLLM aborted the request",
             max_new_tokens=row.budget,
         )
     stop_reason = _get(completion, "stop_reason")
@@ -439,16 +435,11 @@ class VLLMEngine:
                 errors.append(
                     (
                         offset + i,
-                        Generation(
-                            row_index=request.row_index,
-                            text="",
-                            tokens=[],
-                            prompt_tokens=len(ids),
-                            completion_tokens=0,
-                            latency_s=0.0,
-                            finish_reason="error",
-                            error=f"prompt is {len(ids)} tokens and fills the model's context of "
+                        Generation.failed(
+                            request.row_index,
+                            f"prompt is {len(ids)} tokens and fills the model's context of "
                             f"{self.max_context} tokens; no room is left to generate",
+                            prompt_tokens=len(ids),
                             max_new_tokens=0,
                         ),
                     )
