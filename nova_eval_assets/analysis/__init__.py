@@ -9,5 +9,9 @@
 - :mod:`comparison`: paired tests between two evaluations of one dataset;
 - :mod:`resampling`: the seeded bootstrap they share;
 - :mod:`columns`: reading the examples table column-wise in batches;
-- :mod:`pipeline`: the whole analysis / comparison, and writing its outputs.
+- :mod:`examples`: one evaluation's examples table as per-example columns;
+- :mod:`evaluation`: the whole analysis of one evaluation (:func:`~evaluation.analyze`);
+- :mod:`evaluation_pair`: the comparison of two evaluations of one dataset;
+- :mod:`outputs`: the plots, and writing an analysis or a comparison into a folder;
+- :mod:`pipeline`: what the assets call (recipe in, files out); re-exports the above.
 """
