@@ -45,7 +45,7 @@ def require_gpu() -> None:
     try:
         import vllm  # noqa: F401
     except ImportError:
-        cannot_run("vLLM is not installed (GPU images: see README 'Engines: vllm')")
+        cannot_run("vLLM is not installed (GPU images: see docs/engines.md 'Engines: vllm')")
     import torch
 
     if not torch.cuda.is_available():

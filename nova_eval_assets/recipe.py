@@ -3,7 +3,7 @@
 A recipe is a YAML file with the sections ``run``, ``evaluation``, ``inference`` and
 (optionally) ``processor``, exactly as Nova recipes name them, so a user's existing recipe
 works here with at most ``run.model_name_or_path`` changed. Our extensions are marked
-"extension" below and documented in README.md.
+"extension" below and documented in docs/recipes.md.
 
 Every problem is a :class:`RecipeError` whose message names the file, the line, the key
 and what is allowed.

@@ -124,7 +124,7 @@ def assert_rendered(dom: str, screenshot: Image.Image, images: int) -> None:
 @pytest.mark.skipif(
     CHROMIUM is None,
     reason="chromium is not on PATH (apt-get install -y chromium); the HTML reports are "
-    "then checked by hand, see README 'Analysis'",
+    "then checked by hand, see docs/analysis.md",
 )
 def test_html_reports_render_in_headless_chromium(ticket_analysis, tmp_path):
     result, paths, table = ticket_analysis

@@ -75,7 +75,7 @@ DEFAULT_BATCH_SIZE = 256
 
 NOT_INSTALLED = (
     "inference.engine 'vllm' needs vLLM, which is not installed (GPU nodes only): install "
-    "it in the replica's image (`pip install 'nova-eval[vllm]'`, see README 'Engines: "
+    "it in the replica's image (`pip install 'nova-eval[vllm]'`, see docs/engines.md 'Engines: "
     "vllm'), or use inference.engine 'openai' with a vLLM server"
 )
 

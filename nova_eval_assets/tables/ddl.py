@@ -86,7 +86,7 @@ class DdlSettings:
             if not _EVAL_NAME.match(name) or ".." in name:
                 raise ValueError(
                     f"evaluation name {name!r} cannot be projected by Athena: letters, digits, "
-                    "'-', '_' and '.' only (a run.name; see README 'Run names')"
+                    "'-', '_' and '.' only (a run.name; see docs/recipes.md 'Run names')"
                 )
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", self.projection_start):
             raise ValueError(f"{START_ENV} = {self.projection_start!r}: a date as yyyy-MM-dd")
