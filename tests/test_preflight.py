@@ -219,7 +219,8 @@ def test_no_credentials_fail_the_lambda_recipe_in_one_line_fast(no_aws, write_re
         "AWS_ACCESS_KEY_ID, or run on a role)"
     )
     # the error a run meets mid-way says the same
-    client = boto3.client("lambda", region_name="us-west-2")
+    # a fresh session: an earlier test may have left a default one holding credentials
+    client = boto3.session.Session().client("lambda", region_name="us-west-2")
     with pytest.raises(NoCredentialsError) as raised:
         client.invoke(FunctionName=LAMBDA_ARN, InvocationType="DryRun")
     assert describe_remote_error(raised.value, "processor.lambda_arn") == results[0].message
