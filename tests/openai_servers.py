@@ -105,6 +105,9 @@ class RecordingProxy:
         self.requests: list[dict] = []  # chat bodies as received
         self.headers: list[dict] = []
         self.answers: list[dict] = []  # upstream's decoded answers, in order of arrival
+        # (request body, answer) of each request the server answered: with requests in
+        # flight side by side, answers do not arrive in the requests' order
+        self.exchanges: list[tuple[dict, dict]] = []
         self.times: list[float] = []  # arrival time of each chat request
         self.throttle = 0  # answer 429 to this many chat requests first
         self.always_throttle = False
@@ -168,6 +171,7 @@ class RecordingProxy:
                     if status == 200:
                         with proxy.lock:
                             proxy.answers.append(json.loads(answer))
+                            proxy.exchanges.append((json.loads(data), json.loads(answer)))
                     self._send(status, answer)
                 finally:
                     with proxy.lock:

@@ -153,9 +153,8 @@ def test_logprobs_and_top_lists_are_exactly_what_the_server_sent(make_recipe, pr
             len(item["top_logprobs"]) == 3 for item in content
         )
     # and what the proxy saw the server answer during the run is what was recorded
-    by_prompt = {
-        b["messages"][-1]["content"]: a for b, a in zip(proxy.requests, proxy.answers, strict=True)
-    }
+    by_prompt = {b["messages"][-1]["content"]: a for b, a in proxy.exchanges}
+    assert len(by_prompt) == len(proxy.exchanges) == len(rows)
     for row in rows:
         answer = by_prompt[row["prompt"]]["choices"][0]
         assert [t["logprob"] for t in row["token_logprobs"]] == [
