@@ -514,15 +514,16 @@ class Recipe(_Section):
     @model_validator(mode="after")
     def _classification_format_has_labels(self) -> Recipe:
         fmt = self.inference.response_format
-        if fmt is not None and fmt.type == "classification":
-            if self.classification is None or not self.classification.labels:
-                raise ValueError(
-                    "inference.response_format type 'classification' needs a classification "
-                    "section with label_field and labels"
-                )
-            if self.inference.engine == "bedrock":
-                raise ValueError("inference.response_format is not supported by engine 'bedrock'")
-        elif fmt is not None and self.inference.engine == "bedrock":
+        if fmt is None:
+            return self
+        if fmt.type == "classification" and not (
+            self.classification and self.classification.labels
+        ):
+            raise ValueError(
+                "inference.response_format type 'classification' needs a classification "
+                "section with label_field and labels"
+            )
+        if self.inference.engine == "bedrock":
             raise ValueError("inference.response_format is not supported by engine 'bedrock'")
         return self
 

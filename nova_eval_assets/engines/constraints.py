@@ -143,7 +143,6 @@ class TokenMatchers:
         stop_ids: Iterable[int],
     ) -> None:
         import llguidance
-        import llguidance.hf
 
         self.stop_ids = sorted(set(stop_ids))
         self.vocab_size = vocab_size

@@ -8,6 +8,7 @@ process. Reads the recipe only; reads and writes no file.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from nova_eval_assets import stages
@@ -56,14 +57,13 @@ def sampling_settings(loaded: LoadedRecipe) -> SamplingSettings:
         top = max(top, VERDICT_TOP_LOGPROBS)
     if config.backend == "bedrock":
         top = 0
-    return SamplingSettings(
+    # the gen_qa mapping (sampling, seed, response_format: e.g. a regex for the verdict),
+    # with the judge's own budget and top list, and no reasoning
+    return dataclasses.replace(
+        stages.sampling_settings(loaded),
         max_new_tokens=inference.max_new_tokens or JUDGE_MAX_NEW_TOKENS,
-        temperature=inference.temperature,
-        top_k=inference.top_k,
-        top_p=inference.top_p,
         top_logprobs=top,
-        seed=inference.seed,
-        response_format=loaded.recipe.response_format,  # e.g. a regex for the verdict
+        reasoning_effort=None,
     )
 
 
