@@ -6,6 +6,7 @@ and ``eval_results/`` (the Nova-compatible results and our typed tables).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -44,8 +45,40 @@ def timestamp(moment: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H-%M-%S.%f")[:-3] + "Z"
 
 
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+#: the longest name safe_name gives (file systems allow 255 bytes per component)
+MAX_NAME_LENGTH = 128
+
+
+def safe_name(text: str, fallback: str = "model") -> str:
+    """``text`` as one path component that stays where it is put: letters, digits, '.',
+    '_' and '-' (each run of other characters, '/' and NUL included, becomes '_'), never
+    starting with '.' or '_' (no '.', '..' or hidden names), never empty (``fallback``).
+    A name longer than MAX_NAME_LENGTH keeps its start and ends with a hash of the whole,
+    so two long names stay apart. Ordinary names are unchanged: 'Qwen/Qwen2.5-0.5B' ->
+    'Qwen_Qwen2.5-0.5B'."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip("._").rstrip("_") or fallback
+    if len(name) > MAX_NAME_LENGTH:
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        name = f"{name[: MAX_NAME_LENGTH - len(digest) - 1]}-{digest}"
+    return name
+
+
+def component_problem(part: str) -> str | None:
+    """Why ``part`` cannot be one component of a path under an evaluation's folder, or None."""
+    if part in ("", ".", ".."):
+        return f"{part!r} is not a file or folder name"
+    if any(sep in part for sep in ("/", "\\", "\0")):
+        return f"{part!r} holds a path separator or NUL"
+    return None
+
+
+def _components(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """``parts`` if each is one path component: a path built from them stays below its root."""
+    for part in parts:
+        problem = component_problem(part)
+        if problem:
+            raise ValueError(f"cannot name an output path: {problem} (make it safe with safe_name)")
+    return parts
 
 
 @dataclass(frozen=True)
@@ -57,7 +90,7 @@ class EvalLayout:
         return cls(storage.join(output_root(loaded), loaded.name))
 
     def stage(self, *parts: str) -> str:
-        return storage.join(self.root, "stages", *parts)
+        return storage.join(self.root, "stages", *_components(parts))
 
     @property
     def validated(self) -> str:
@@ -86,7 +119,7 @@ class EvalLayout:
         return storage.join(self.root, "eval_results")
 
     def result(self, *parts: str) -> str:
-        return storage.join(self.results_dir, *parts)
+        return storage.join(self.results_dir, *_components(parts))
 
     @property
     def rejected_rows(self) -> str:

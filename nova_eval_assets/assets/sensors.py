@@ -9,6 +9,11 @@ tick the sensor only records what is there.
 
 For each recipe that reads a changed file the sensor launches its entry job (``<name>__prepare``
 or ``<name>__judge``); the automation runs the replicas and the aggregate (automation.py).
+
+It is created stopped, as Dagster creates sensors: whoever can write a watched file can then
+start runs (recipes run code: docs/security.md), so starting it is the operator's choice,
+in the UI (Automation), with ``dagster sensor start``, or ``NOVA_EVAL_DATASET_SENSOR=running``
+for a deployment that wants it running from the start.
 """
 
 from __future__ import annotations
@@ -25,6 +30,23 @@ from nova_eval_assets.recipe import LoadedRecipe
 
 SENSOR_NAME = "nova_eval_dataset_changes"
 INTERVAL_ENV = "NOVA_EVAL_SENSOR_INTERVAL_S"
+STATUS_ENV = "NOVA_EVAL_DATASET_SENSOR"
+STATUSES = {
+    "stopped": dg.DefaultSensorStatus.STOPPED,
+    "running": dg.DefaultSensorStatus.RUNNING,
+}
+
+
+def default_status() -> dg.DefaultSensorStatus:
+    """The sensor's status until someone turns it on or off: $NOVA_EVAL_DATASET_SENSOR
+    (running | stopped), stopped when unset."""
+    value = os.environ.get(STATUS_ENV, "").strip().lower() or "stopped"
+    if value not in STATUSES:
+        raise ValueError(
+            f"${STATUS_ENV} = {os.environ[STATUS_ENV]!r} is not allowed; "
+            f"allowed: {', '.join(STATUSES)} (unset: stopped)"
+        )
+    return STATUSES[value]
 
 
 def watched_locations(recipes: list[LoadedRecipe]) -> dict[str, list[LoadedRecipe]]:
@@ -87,11 +109,11 @@ def build_dataset_sensor(
         name=SENSOR_NAME,
         jobs=[jobs[name] for name in names],
         minimum_interval_seconds=int(os.environ.get(INTERVAL_ENV, "60")),
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=default_status(),
         description=(
             "Starts the evaluations of the recipes that read a dataset file when the file "
             f"is new or its content changed ({len(readers)} files watched; jobs: "
-            f"{', '.join(names)})."
+            f"{', '.join(names)}). Stopped unless started here or ${STATUS_ENV}=running."
         ),
     )
     def dataset_changes(context: dg.SensorEvaluationContext) -> dg.SensorResult:

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from nova_eval_assets import storage
+from nova_eval_assets.layout import safe_name
 
 NOVA_TASK_KEY = "custom|gen_qa_gen_qa|0"
 DETAILS_COLUMNS = ("example", "gold", "predictions", "metrics", "specifics", "pred_logprobs")
@@ -92,8 +93,12 @@ def details_table(table: pa.Table) -> pa.Table:
 
 
 def write_nova_export(table: pa.Table, results_dir: str, model: str, stamp: str) -> dict[str, str]:
+    """Write both files under ``results_dir``; ``model`` (run.model_name_or_path as written)
+    names the details folder through safe_name, so no model name leads outside it."""
     inference_path = storage.join(results_dir, "inference_output.jsonl")
-    details_path = storage.join(results_dir, "details", model, stamp, details_file_name(stamp))
+    details_path = storage.join(
+        results_dir, "details", safe_name(model), stamp, details_file_name(stamp)
+    )
     storage.write_jsonl(inference_path, inference_output_rows(table))
     storage.write_parquet(details_path, details_table(table))
     return {"inference_output": inference_path, "details": details_path}
