@@ -39,14 +39,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import io
 import json
+import os
+import stat
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 from PIL import Image, UnidentifiedImageError
 
 from nova_eval_assets import storage
@@ -55,6 +60,10 @@ MAX_LISTED_PROBLEMS = 20
 _BATCH_ROWS = 10_000
 # the recipe's default (DatasetConfig.max_line_bytes): room for ~100 MB of inline images
 DEFAULT_MAX_LINE_BYTES = 128 * 1024 * 1024
+# A row nests 3 deep (row, images, image). Python's JSON parser recurses: a line of 100000
+# "[" raises RecursionError, so deep lines are refused, at one documented depth.
+MAX_JSON_NESTING = 100
+_TOO_DEEP = f"JSON nested deeper than {MAX_JSON_NESTING} levels"
 
 
 @dataclass(frozen=True)
@@ -185,9 +194,11 @@ def check_row(
 ) -> tuple[dict[str, str | list[str] | None] | None, list[Problem]]:
     """One line: the parsed row, or the problems that reject it."""
     try:
-        obj = json.loads(text)
+        obj = parse_strict_json(text)
     except json.JSONDecodeError as exc:
         return None, [Problem(line_number, None, f"invalid JSON: {exc.msg} at column {exc.colno}")]
+    except StrictJsonError as exc:
+        return None, [Problem(line_number, None, str(exc))]
     if not isinstance(obj, dict):
         return None, [Problem(line_number, None, f"expected a JSON object, got {_kind(obj)}")]
     problems = [
@@ -220,17 +231,72 @@ def check_row(
     metadata = row.get("metadata")
     if metadata_format == "json" and metadata is not None:
         try:
-            json.loads(metadata)
-        except json.JSONDecodeError as exc:
+            parse_strict_json(metadata)
+        except (json.JSONDecodeError, StrictJsonError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             problems.append(
                 Problem(
                     line_number,
                     "metadata",
                     f"the recipe says metadata is JSON (dataset.metadata_format: json), "
-                    f"but it is not: {exc.msg}",
+                    f"but it is not: {reason}",
                 )
             )
     return (None, problems) if problems else (row, [])
+
+
+class StrictJsonError(ValueError):
+    """JSON that Python's parser takes and this module refuses: NaN or Infinity (not JSON), a
+    duplicate key (a parser silently keeps one of the values), or nesting deeper than
+    :data:`MAX_JSON_NESTING`."""
+
+
+def parse_strict_json(text: str) -> object:
+    """``json.loads``, refusing what :class:`StrictJsonError` lists (a syntax error is a
+    ``json.JSONDecodeError`` as usual)."""
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+    except RecursionError:  # far deeper than the limit: the parser gave up
+        raise StrictJsonError(_TOO_DEEP) from None
+    # fewer brackets than the limit cannot nest deeper: nearly every line skips the walk
+    brackets = text.count("[") + text.count("{")
+    if brackets > MAX_JSON_NESTING and _nests_deeper(value, MAX_JSON_NESTING):
+        raise StrictJsonError(_TOO_DEEP)
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise StrictJsonError(
+                    f"duplicate key {key!r}: JSON readers keep only one of its values"
+                )
+            seen.add(key)
+    return obj
+
+
+def _refuse_constant(name: str) -> object:
+    raise StrictJsonError(f"{name} is not JSON (use null or a string)")
+
+
+def _nests_deeper(value: object, limit: int) -> bool:
+    """Whether arrays and objects in a parsed ``value`` nest more than ``limit`` deep (walked
+    without recursion)."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                if depth == limit:
+                    return True
+                if child:  # an empty one nests no further: not walked
+                    stack.append((child, depth + 1))
+    return False
 
 
 def check_images(line_number: int, value: object) -> tuple[list[str] | None, list[Problem]]:
@@ -423,14 +489,62 @@ def _decode(
 def _numbered_lines(
     location: str, max_line_bytes: int | None
 ) -> Iterator[tuple[int, storage.RawLine]]:
+    problem = dataset_file_problem(location)
+    if problem is not None:
+        raise DatasetFileError(location, problem)
+    line_number = 0
     try:
-        yield from enumerate(storage.iter_raw_lines(location, max_line_bytes), start=1)
-    except FileNotFoundError as exc:
-        raise DatasetFileError(f"{location}: dataset file not found") from exc
+        for line_number, raw in enumerate(storage.iter_raw_lines(location, max_line_bytes), 1):
+            yield line_number, raw
+    except OSError as exc:  # removed, or a disk or network failure, while being read
+        problem = f"could not be read after line {line_number} ({exc})"
+        raise DatasetFileError(location, problem) from exc
+
+
+def dataset_file_problem(location: str) -> str | None:
+    """Why ``location`` is not a dataset file this process can read (None: it is one). Said
+    before reading: a folder, a symbolic link loop or an unreadable file would end in an
+    OSError or RuntimeError, and a FIFO or device in a read that never ends."""
+    if storage.is_remote(location):
+        try:
+            fs, path = storage.filesystem(location)
+            kind = fs.get_file_info(path).type
+        except OSError as exc:
+            return f"cannot be read ({exc})"
+        if kind == pafs.FileType.NotFound:
+            return "not found"
+        return (
+            "is a folder (a prefix), not a JSONL file" if kind == pafs.FileType.Directory else None
+        )
+    path = Path(location)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"is a symbolic link to {os.readlink(path)!r}, which does not exist"
+        return "not found"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not a JSONL file"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a pipe, socket or device); copy the data to a file"
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    return None
 
 
 class DatasetFileError(ValueError):
-    """The dataset file itself cannot be read."""
+    """The dataset file itself cannot be read: ``problem`` says why."""
+
+    def __init__(self, location: str, problem: str):
+        super().__init__(f"{location}: dataset file {problem}")
+        self.location = location
+        self.problem = problem
 
 
 def shard_ranges(num_rows: int, replicas: int, block_size: int) -> list[tuple[int, int]]:

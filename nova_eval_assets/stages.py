@@ -11,6 +11,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from nova_eval_assets.byom import pipeline as byom
 from nova_eval_assets.dataset import (
     SCHEMAS,
     DatasetError,
+    DatasetFileError,
     ValidationOutcome,
     image_sha256,
     shard_ranges,
@@ -32,7 +34,7 @@ from nova_eval_assets.engines.base import Engine, GenerationRequest, SamplingSet
 from nova_eval_assets.engines.reasoning import check_recipe_reasoning
 from nova_eval_assets.engines.server import ManagedServer, managed_model_id
 from nova_eval_assets.engines.vision import check_engine_requests
-from nova_eval_assets.layout import EvalLayout, safe_name, timestamp
+from nova_eval_assets.layout import EvalLayout, timestamp
 from nova_eval_assets.metrics import (
     PER_EXAMPLE_METRICS,
     aggregate_gen_qa,
@@ -151,13 +153,19 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
     recipe = loaded.recipe
     layout = EvalLayout.for_recipe(loaded)
     source = loaded.resolve_data_path()
-    outcome = validate_dataset(
-        source,
-        SCHEMAS[recipe.evaluation.task],
-        metadata_format=recipe.dataset.metadata_format,
-        limit=recipe.run.limit,
-        max_line_bytes=recipe.dataset.max_line_bytes,
-    )
+    try:
+        outcome = validate_dataset(
+            source,
+            SCHEMAS[recipe.evaluation.task],
+            metadata_format=recipe.dataset.metadata_format,
+            limit=recipe.run.limit,
+            max_line_bytes=recipe.dataset.max_line_bytes,
+        )
+    except DatasetFileError as exc:
+        # an older run's report and rows must not stand in for this dataset's
+        for stale in (layout.validation_report, layout.validated, layout.rejected_rows):
+            storage.delete(stale)
+        raise DatasetFileError(exc.location, exc.problem + dataset_path_hint(loaded)) from exc
     strict_failure = not outcome.ok and (recipe.dataset.on_invalid == "fail" or outcome.no_rows)
     summary: dict[str, Any] = {
         "source": source,
@@ -183,6 +191,23 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
     if outcome.no_rows and recipe.dataset.on_invalid == "skip":
         raise DatasetError(outcome)  # "skip" keeps the valid rows, and there are none
     return outcome, summary
+
+
+def dataset_path_hint(loaded: LoadedRecipe) -> str:
+    """Which recipe key named an unreadable dataset file, and what to change."""
+    run = loaded.recipe.run
+    if run.reads_training_channel:
+        return (
+            f"\n  {loaded.path}: run.data_s3_path is empty, which reads the one .jsonl file of "
+            "SageMaker's training channel; fix that file, or set run.data_s3_path to the dataset"
+        )
+    configured = run.data_s3_path or ""
+    relative = not storage.is_remote(configured) and not Path(configured).expanduser().is_absolute()
+    where = f", relative to the recipe's folder {loaded.path.parent}" if relative else ""
+    return (
+        f"\n  {loaded.path}: run.data_s3_path is {configured!r}{where}; set it to the path "
+        "of the dataset's .jsonl file (or its s3:// URI)"
+    )
 
 
 def validate_or_raise(loaded: LoadedRecipe) -> dict[str, Any]:
@@ -721,9 +746,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         document["classification"] = classification
     results_path = layout.result(f"results_{stamp}.json")
     storage.write_json(results_path, document)
-    paths = write_nova_export(
-        table, layout.results_dir, safe_name(recipe.run.model_name_or_path), stamp
-    )
+    paths = write_nova_export(table, layout.results_dir, recipe.run.model_name_or_path, stamp)
     examples_path = layout.result("examples.parquet")
     storage.write_parquet(examples_path, table)
     paths.update(results=results_path, examples=examples_path, rejected_rows=layout.rejected_rows)
