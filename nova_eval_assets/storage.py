@@ -22,6 +22,19 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+BATCH_ROWS_ENV = "NOVA_EVAL_BATCH_ROWS"
+
+
+def batch_rows(default: int = 8_192) -> int:
+    """Rows per record batch of the streaming stages: memory is bounded by this, not by the
+    dataset. $NOVA_EVAL_BATCH_ROWS overrides it (tests use a few hundred)."""
+    value = os.environ.get(BATCH_ROWS_ENV, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"${BATCH_ROWS_ENV} = {value!r}: a positive number of rows")
+    return int(value)
+
 
 def is_remote(location: str) -> bool:
     return "://" in location
@@ -33,9 +46,29 @@ def join(root: str, *parts: str) -> str:
     return str(Path(root, *parts))
 
 
+def s3_endpoint() -> str | None:
+    """The S3 endpoint URL when not AWS's (MinIO, moto, a VPC endpoint)."""
+    return os.environ.get("NOVA_EVAL_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def split_s3(location: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key)."""
+    bucket, _, key = location[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client on the endpoint pyarrow uses here (for what pyarrow cannot do:
+    conditional writes)."""
+    import boto3
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return boto3.client("s3", endpoint_url=s3_endpoint(), region_name=region)
+
+
 def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     if location.startswith("s3://"):
-        endpoint = os.environ.get("NOVA_EVAL_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = s3_endpoint()
         bucket_key = location[len("s3://") :]
         options: dict[str, Any] = {}
         if endpoint:
