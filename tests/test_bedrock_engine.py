@@ -433,7 +433,7 @@ def test_top_logprobs_with_bedrock_is_a_recipe_error(tmp_path):
 
 def test_gen_qa_evaluation_through_the_stages(tmp_path, monkeypatch):
     monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", str(tmp_path / "outputs"))
-    monkeypatch.setattr(stages, "_ENGINES", {})
+    monkeypatch.setattr(stages.engine_setup, "_ENGINES", {})
     path = write_recipe(
         tmp_path,
         {
@@ -515,7 +515,7 @@ def test_lineage_model_id_format():
 def test_rows_that_still_fail_count_against_max_error_rate(tmp_path, monkeypatch):
     """The inference stage's threshold applies to Bedrock's error rows (they are written)."""
     monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", str(tmp_path / "outputs"))
-    monkeypatch.setattr(stages, "_ENGINES", {})
+    monkeypatch.setattr(stages.engine_setup, "_ENGINES", {})
     path = write_recipe(
         tmp_path,
         {"engine": "bedrock", "region": "us-east-1", "concurrency": 1, "max_error_rate": 0.2},

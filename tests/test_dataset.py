@@ -312,7 +312,7 @@ def test_run_cli_stops_at_validation_before_any_model_loads(
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded for a dataset without rows")
 
-    monkeypatch.setattr(stages, "create_engine", no_model)
+    monkeypatch.setattr(stages.engine_setup, "create_engine", no_model)
     loaded = make_recipe([], dataset={"on_invalid": policy})
     (tmp_path / "tiny.jsonl").write_bytes(b"\n\n")
     assert cli.main(["run", str(loaded.path), "--limit", "2", "--quiet"]) == 1

@@ -234,7 +234,7 @@ def cli_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded for a dataset that cannot be read")
 
-    monkeypatch.setattr(stages, "create_engine", no_model)
+    monkeypatch.setattr(stages.engine_setup, "create_engine", no_model)
     return lambda loaded: cli.main(["run", str(loaded.path), "--quiet"])
 
 

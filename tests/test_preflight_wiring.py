@@ -29,7 +29,7 @@ def lambda_recipe(make_recipe, no_aws, monkeypatch):  # noqa: F811
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(stages, "create_engine", no_model)
+    monkeypatch.setattr(stages.engine_setup, "create_engine", no_model)
     loaded = make_recipe(name="remote")
     return edit_recipe(
         loaded, processor={"lambda_arn": LAMBDA_ARN, "postprocessing": {"enabled": True}}
@@ -122,7 +122,7 @@ def test_run_with_a_server_down_stops_before_any_model(
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(stages, "create_engine", no_model)
+    monkeypatch.setattr(stages.engine_setup, "create_engine", no_model)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     url = f"http://127.0.0.1:{closed_port()}"
     loaded = make_recipe(name="down")

@@ -265,7 +265,7 @@ def test_bundled_smollm2_cannot_reason(make_recipe, monkeypatch):
     # the inference stage refuses it from the chat template, before loading the weights
     stages.run_validation(loaded)
     stages.build_prompts(loaded)
-    monkeypatch.setattr(stages, "load_engine", lambda loaded: pytest.fail("model loaded"))
+    monkeypatch.setattr(stages.inference, "load_engine", lambda loaded: pytest.fail("model loaded"))
     with pytest.raises(
         ReasoningNotSupportedError, match=NOVA_ERROR.format("smollm2-135m-instruct")
     ):

@@ -1,0 +1,100 @@
+"""validated_dataset: the dataset checked line by line; valid rows, rejected rows, the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nova_eval_assets import storage
+from nova_eval_assets.dataset import (
+    SCHEMAS,
+    DatasetError,
+    DatasetFileError,
+    ValidationOutcome,
+    validate_dataset,
+)
+from nova_eval_assets.layout import EvalLayout
+from nova_eval_assets.recipe import LoadedRecipe
+
+
+def sha256_of(location: str) -> str:
+    return storage.sha256(location)
+
+
+# ---------------------------------------------------------------- validated_dataset
+
+
+def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, Any]]:
+    """Validate the dataset and write the valid rows, the rejected rows and the report.
+
+    Under ``dataset.on_invalid: fail`` an invalid dataset is reported (the report file is
+    written) but no rows are handed on; callers raise :class:`DatasetError` from the outcome.
+    A dataset with no valid row (empty, only blank lines, every row rejected) is handed on
+    under no policy; under ``skip`` this raises :class:`DatasetError` once the report is
+    written, so the run stops here rather than in a later stage.
+    """
+    recipe = loaded.recipe
+    layout = EvalLayout.for_recipe(loaded)
+    source = loaded.resolve_data_path()
+    try:
+        outcome = validate_dataset(
+            source,
+            SCHEMAS[recipe.evaluation.task],
+            metadata_format=recipe.dataset.metadata_format,
+            limit=recipe.run.limit,
+            max_line_bytes=recipe.dataset.max_line_bytes,
+        )
+    except DatasetFileError as exc:
+        # an older run's report and rows must not stand in for this dataset's
+        for stale in (layout.validation_report, layout.validated, layout.rejected_rows):
+            storage.delete(stale)
+        raise DatasetFileError(exc.location, exc.problem + dataset_path_hint(loaded)) from exc
+    strict_failure = not outcome.ok and (recipe.dataset.on_invalid == "fail" or outcome.no_rows)
+    summary: dict[str, Any] = {
+        "source": source,
+        "dataset_sha256": sha256_of(source),
+        "lines_read": outcome.lines_read,
+        "valid_rows": 0 if strict_failure else outcome.table.num_rows,
+        "rejected_rows": len(outcome.rejected),
+        "problems": [str(p) for p in outcome.problems[:20]],
+        "problem_count": len(outcome.problems),
+        "policy": recipe.dataset.on_invalid,
+        "ok": outcome.ok,
+        "no_rows": outcome.no_rows,  # nothing to evaluate: invalid under either policy
+        "report": outcome.report(),
+        "validated_path": layout.validated,
+        "rejected_path": layout.rejected_rows,
+    }
+    storage.write_json(layout.validation_report, summary)
+    storage.write_jsonl(layout.rejected_rows, (r.as_record() for r in outcome.rejected))
+    if not strict_failure:
+        storage.write_parquet(layout.validated, outcome.table)
+    elif storage.exists(layout.validated):
+        storage.delete(layout.validated)  # never leave an older run's rows to be picked up
+    if outcome.no_rows and recipe.dataset.on_invalid == "skip":
+        raise DatasetError(outcome)  # "skip" keeps the valid rows, and there are none
+    return outcome, summary
+
+
+def dataset_path_hint(loaded: LoadedRecipe) -> str:
+    """Which recipe key named an unreadable dataset file, and what to change."""
+    run = loaded.recipe.run
+    if run.reads_training_channel:
+        return (
+            f"\n  {loaded.path}: run.data_s3_path is empty, which reads the one .jsonl file of "
+            "SageMaker's training channel; fix that file, or set run.data_s3_path to the dataset"
+        )
+    configured = run.data_s3_path or ""
+    relative = not storage.is_remote(configured) and not Path(configured).expanduser().is_absolute()
+    where = f", relative to the recipe's folder {loaded.path.parent}" if relative else ""
+    return (
+        f"\n  {loaded.path}: run.data_s3_path is {configured!r}{where}; set it to the path "
+        "of the dataset's .jsonl file (or its s3:// URI)"
+    )
+
+
+def validate_or_raise(loaded: LoadedRecipe) -> dict[str, Any]:
+    outcome, summary = run_validation(loaded)
+    if not outcome.ok and loaded.recipe.dataset.on_invalid == "fail":
+        raise DatasetError(outcome)
+    return summary
