@@ -9,6 +9,10 @@
 - :class:`RecordingProxy`: an HTTP proxy in front of either, which records every request and
   the upstream's raw answer, counts requests in flight, and can answer 429 with
   ``Retry-After`` (for the first N requests, or always) before forwarding.
+- :class:`FakeChatServer`: fixed answers in OpenAI's wire format, with log probabilities
+  left out for chosen prompts, or every request answered by an error that echoes its
+  headers (the API key included).
+- :class:`DrippingServer`: a chat completion sent one byte at a time.
 
 Each command is an ``inference.server.command`` template ({model}, {port}), run with
 :class:`nova_eval_assets.engines.server.ManagedServer`, the engine's own process manager.
@@ -20,6 +24,7 @@ import contextlib
 import importlib.util
 import json
 import shlex
+import socket
 import sys
 import threading
 import time
@@ -188,3 +193,219 @@ class RecordingProxy:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ---------------------------------------------------------------- protocol-faithful fakes
+
+
+def chat_completion(model: str, tokens: list[str], logprobs: list[dict] | None) -> dict:
+    """A chat.completion object as OpenAI and vLLM send it (``logprobs`` null when not asked)."""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(tokens)},
+                "logprobs": None if logprobs is None else {"content": logprobs},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 7,
+            "completion_tokens": len(tokens),
+            "total_tokens": 7 + len(tokens),
+        },
+    }
+
+
+def models_listing(model: str) -> dict:
+    return {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "fake"}]}
+
+
+class FakeChatServer:
+    """A chat-completions server on 127.0.0.1 with fixed answers, in OpenAI's wire format.
+
+    Every answer is :attr:`TOKENS`; token i has log probability :attr:`LOGPROBS`[i], and its
+    ``top_logprobs`` list (as many entries as asked) is the token itself, then ``alt1``,
+    ``alt2``... each 1.0 lower. A prompt containing one of `without_logprobs` is answered
+    without them (``logprobs: null``), as a server that cannot give them for that request.
+    With `echo_status`, every request to a path in `echo_paths` is answered with that status
+    and a body that echoes the request headers, ``Authorization`` first, after `echo_prefix`
+    (a misconfigured proxy's error page).
+    """
+
+    TOKENS = ("An", "swer")
+    LOGPROBS = (-0.25, -0.5)
+
+    def __init__(
+        self,
+        model: str = "fake-model",
+        without_logprobs: tuple[str, ...] = (),
+        echo_status: int | None = None,
+        echo_paths: tuple[str, ...] = ("/v1/chat/completions",),
+        echo_prefix: str = "upstream refused the request; it sent: ",
+    ) -> None:
+        self.model = model
+        self.without_logprobs = without_logprobs
+        self.echo_status = echo_status
+        self.echo_paths = echo_paths
+        self.echo_prefix = echo_prefix
+        self.posts = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _send(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _echoed(self) -> bool:
+                if server.echo_status is None or self.path not in server.echo_paths:
+                    return False
+                lines = [f"Authorization: {self.headers.get('Authorization')}"]
+                lines += [f"{k}: {v}" for k, v in self.headers.items() if k != "Authorization"]
+                self._send(server.echo_status, (server.echo_prefix + "\n".join(lines)).encode())
+                return True
+
+            def do_GET(self) -> None:
+                if not self._echoed():
+                    self._send(200, json.dumps(models_listing(server.model)).encode())
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.posts += 1
+                if self._echoed():
+                    return
+                prompt = body["messages"][-1]["content"]
+                asked = body.get("logprobs") and not any(
+                    marker in prompt for marker in server.without_logprobs
+                )
+                logprobs = None
+                if asked:
+                    logprobs = [
+                        {
+                            "token": token,
+                            "logprob": value,
+                            "bytes": list(token.encode()),
+                            "top_logprobs": [
+                                {
+                                    "token": token if j == 0 else f"alt{j}",
+                                    "logprob": value - j,
+                                    "bytes": list((token if j == 0 else f"alt{j}").encode()),
+                                }
+                                for j in range(body.get("top_logprobs") or 0)
+                            ],
+                        }
+                        for token, value in zip(server.TOKENS, server.LOGPROBS, strict=True)
+                    ]
+                answer = chat_completion(body["model"], list(server.TOKENS), logprobs)
+                self._send(200, json.dumps(answer).encode())
+
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class DrippingServer:
+    """A chat-completions server on 127.0.0.1 that answers ``GET /v1/models`` at once but
+    sends each chat completion one byte every `interval_s`: after complete headers
+    (`drip="body"`) or from the status line on (`drip="headers"`); without
+    `content_length`, the body's end is the connection's close. Every socket read gets a
+    byte well within any read timeout, so only a limit on the whole request ends it. A plain
+    socket server: http.server cannot send a response slowly."""
+
+    def __init__(
+        self,
+        drip: str = "body",
+        interval_s: float = 0.2,
+        model: str = "m",
+        content_length: bool = True,
+    ) -> None:
+        if drip not in ("body", "headers"):
+            raise ValueError(f"drip must be 'body' or 'headers', got {drip!r}")
+        self.drip, self.interval_s, self.model = drip, interval_s, model
+        self.content_length = content_length
+        self.stopped = threading.Event()
+        self.posts = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)  # so that the accept loop sees `stopped`
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> str:
+        """The request line; the headers and the body are read and dropped."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return ""
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head.split(b"\r\n", 1)[0].decode("latin-1")
+
+    def _head(self, payload: bytes) -> bytes:
+        length = f"Content-Length: {len(payload)}\r\n" if self.content_length else ""
+        return (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"{length}Connection: close\r\n\r\n"
+        ).encode()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            request_line = self._read_request(conn)
+            if request_line.startswith("GET"):
+                payload = json.dumps(models_listing(self.model)).encode()
+                conn.sendall(self._head(payload) + payload)
+                return
+            self.posts += 1
+            payload = json.dumps(chat_completion(self.model, ["slow"], None)).encode()
+            slow = self._head(payload) + payload
+            if self.drip == "body":
+                conn.sendall(self._head(payload))
+                slow = payload
+            for byte in slow:
+                if self.stopped.wait(self.interval_s):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:  # the client gave up
+                    return
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()

@@ -59,15 +59,21 @@ images (`refuses_images`). An error about one image that says nothing of support
 it cannot decode) is that row's error.
 
 Each token's ``logprob`` and ``top_logprobs`` list is taken exactly as the server sent it.
-``concurrency`` requests are in flight at once; 429, 5xx and connection errors are retried
-with exponential back-off and jitter (``Retry-After`` honoured) up to ``max_retries`` times.
-A row that still fails is a :class:`Generation` with ``finish_reason="error"`` and the error
-text. What can never work for any row (the server refuses ``top_k``, ignores ``logprobs``,
+``concurrency`` requests are in flight at once; 429, 5xx, connection errors and timeouts are
+retried with exponential back-off and jitter (``Retry-After`` honoured) up to ``max_retries``
+times. ``timeout_s`` limits each attempt as a whole, connect to the body's last byte
+(:class:`RequestDeadline`), not each socket read. A row that still fails is a
+:class:`Generation` with ``finish_reason="error"`` and the error text; so is a row answered
+without the log probabilities asked for. What can never work for any row (the server
+refuses ``top_k``, answers no row of a block with log probabilities before it has sent any,
 rejects the key or does not know the URL) raises :class:`ServerCapabilityError` instead.
+Error texts never hold the API key: a proxy may echo the request's headers in its error
+page, so the client redacts the key from every error it builds (:meth:`HTTPClient.redact`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import json
@@ -75,6 +81,8 @@ import logging
 import os
 import random
 import re
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -184,6 +192,10 @@ class ServerCapabilityError(RuntimeError):
     """The server cannot do what the recipe asks; the stage stops (no row would succeed)."""
 
 
+class LogprobsMissing(RuntimeError):
+    """One row answered without the log probabilities its request asked for."""
+
+
 class HTTPStatusError(RuntimeError):
     def __init__(self, url: str, status: int, detail: str) -> None:
         super().__init__(f"HTTP {status} from {url}: {detail}")
@@ -192,6 +204,83 @@ class HTTPStatusError(RuntimeError):
 
 class ConnectionFailure(RuntimeError):
     pass
+
+
+class RequestTimeout(ConnectionFailure):
+    """No complete answer within the request's whole time limit."""
+
+
+#: what stands in an error text for a credential the server echoed back
+REDACTED = "[REDACTED]"
+#: shorter keys (local servers' placeholders: "x", "abc") are redacted only inside their
+#: ``Authorization`` value: erasing every such letter run would garble the message
+MIN_REDACTED_KEY = 4
+
+
+class RequestDeadline:
+    """One attempt's whole time limit: connect, send, headers and body. A socket timeout
+    bounds each read only, so a server dripping its answer a byte at a time could hold a row
+    for as long as it liked; at the deadline a timer shuts the socket down, the blocked read
+    returns, and the attempt fails with :class:`RequestTimeout`."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.ends = time.monotonic() + timeout_s
+        self.expired = False
+        self.timers: list[threading.Timer] = []
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        timer = threading.Timer(max(self.ends - time.monotonic(), 0.0), self._expire, (sock,))
+        timer.daemon = True
+        self.timers.append(timer)
+        timer.start()
+        return sock
+
+    def _expire(self, sock: socket.socket) -> None:
+        self.expired = True
+        with contextlib.suppress(OSError):  # already closed: the answer was complete
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """urllib's opener (proxies from the environment included) whose sockets this
+        deadline watches from the moment they connect (before TLS and proxy tunnels). One
+        opener per thread, built once (building one costs more than a local request)."""
+        if not hasattr(_openers, "opener"):
+            _openers.handlers = [_WatchedHTTPHandler(), _WatchedHTTPSHandler()]
+            _openers.opener = urllib.request.build_opener(*_openers.handlers)
+        for handler in _openers.handlers:
+            handler.deadline = self
+        return _openers.opener
+
+
+class _WatchedConnections:
+    """urllib handler mixin: every connection it opens hands its socket to `deadline`."""
+
+    deadline: RequestDeadline
+
+    def do_open(self, http_class: Any, req: urllib.request.Request, **options: Any) -> Any:
+        def connection(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+            conn = http_class(*args, **kwargs)
+            create = conn._create_connection  # socket.create_connection
+            conn._create_connection = lambda *a, **k: self.deadline.watch(create(*a, **k))
+            return conn
+
+        return super().do_open(connection, req, **options)
+
+
+class _WatchedHTTPHandler(_WatchedConnections, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPSHandler(_WatchedConnections, urllib.request.HTTPSHandler):
+    pass
+
+
+#: each thread's opener and its handlers (RequestDeadline.opener)
+_openers = threading.local()
 
 
 def base_url(endpoint: str) -> str:
@@ -258,6 +347,16 @@ class HTTPClient:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
+    def redact(self, text: str) -> str:
+        """`text` without the credentials this client sends (a proxy may echo the request's
+        headers in its error body): the ``Authorization`` value, and the key on its own."""
+        secrets = [v for k, v in self.headers().items() if k.lower() == "authorization"]
+        if self.api_key and len(self.api_key) >= MIN_REDACTED_KEY:
+            secrets.append(self.api_key)
+        for secret in sorted(secrets, key=len, reverse=True):  # "Bearer <key>" before <key>
+            text = text.replace(secret, REDACTED)
+        return text
+
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:  # the server said when; add a little jitter on top
             return min(retry_after, self.max_backoff_s) + self.random.uniform(0, self.backoff_s)
@@ -271,34 +370,69 @@ class HTTPClient:
         give_up: Callable[[int, str], bool] | None = None,
     ) -> Any:
         """GET (no body) or POST a JSON body; the decoded JSON answer. Raises
-        :class:`HTTPStatusError` or :class:`ConnectionFailure` once retries are spent, or at
-        once for an error answer ``give_up(status, detail)`` is true of (no retry fixes it)."""
+        :class:`HTTPStatusError` or :class:`ConnectionFailure` (:class:`RequestTimeout`) once
+        retries are spent, or at once for an error answer ``give_up(status, detail)`` is true
+        of (no retry fixes it). Each attempt has `timeout_s` in all; error texts are redacted
+        (:meth:`redact`)."""
         data = None if body is None else json.dumps(body).encode("utf-8")
         attempt = 0
         while True:
-            req = urllib.request.Request(
-                url, data=data, headers=self.headers(), method="GET" if data is None else "POST"
-            )
             try:
-                with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as response:
-                    return json.loads(response.read().decode("utf-8"))
-            except urllib.error.HTTPError as exc:
-                detail = exc.read().decode("utf-8", "replace")[:500]
-                if (
-                    exc.code not in RETRY_STATUS
-                    or attempt >= self.max_retries
-                    or (give_up is not None and give_up(exc.code, detail))
-                ):
-                    raise HTTPStatusError(url, exc.code, detail) from None
-                wait_s = self.delay(attempt, retry_after_seconds(exc.headers.get("Retry-After")))
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                status, answer, retry_after = self._attempt(url, data, timeout_s or self.timeout_s)
+            except (
+                ConnectionFailure,
+                urllib.error.URLError,
+                http.client.HTTPException,
+                OSError,
+            ) as exc:
                 # refused / reset connections, timeouts, a server that hung up mid-answer
                 if attempt >= self.max_retries:
+                    if isinstance(exc, ConnectionFailure):
+                        raise exc from None
                     reason = getattr(exc, "reason", None) or exc
-                    raise ConnectionFailure(f"cannot reach {url}: {reason}") from None
+                    raise ConnectionFailure(self.redact(f"cannot reach {url}: {reason}")) from None
                 wait_s = self.delay(attempt, None)
+            else:
+                if status < 300:
+                    return json.loads(answer.decode("utf-8"))
+                # redacted before it is cut: a key across the cut would leave its first part
+                detail = self.redact(answer.decode("utf-8", "replace"))[:500]
+                if (
+                    status not in RETRY_STATUS
+                    or attempt >= self.max_retries
+                    or (give_up is not None and give_up(status, detail))
+                ):
+                    raise HTTPStatusError(url, status, detail)
+                wait_s = self.delay(attempt, retry_after_seconds(retry_after))
             attempt += 1
             self.sleep(wait_s)
+
+    def _attempt(
+        self, url: str, data: bytes | None, timeout_s: float
+    ) -> tuple[int, bytes, str | None]:
+        """One try: (status, body, ``Retry-After``), all of it within `timeout_s`."""
+        req = urllib.request.Request(
+            url, data=data, headers=self.headers(), method="GET" if data is None else "POST"
+        )
+        deadline = RequestDeadline(timeout_s)
+        try:
+            try:
+                with deadline.opener().open(req, timeout=timeout_s) as response:
+                    status, answer, retry_after = response.status, response.read(), None
+            except urllib.error.HTTPError as exc:  # an error answer: its body says why
+                status, answer, retry_after = exc.code, exc.read(), exc.headers.get("Retry-After")
+            if deadline.expired:  # a body without a length ends at the shutdown, silently
+                raise TimeoutError
+            return status, answer, retry_after
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            if deadline.expired or isinstance(getattr(exc, "reason", exc), TimeoutError):
+                raise RequestTimeout(
+                    f"timed out after {timeout_s:g} s without a complete answer from {url} "
+                    "(the limit covers connect, send, headers and body)"
+                ) from None
+            raise
+        finally:
+            deadline.cancel()
 
 
 class OpenAIEngine:
@@ -345,6 +479,9 @@ class OpenAIEngine:
         # False: a response without the log probabilities asked for is taken as it is (the
         # judge: its verdict stands without them) instead of stopping the run
         self.require_logprobs = require_logprobs
+        # whether this server has sent log probabilities yet: until it has, a block where no
+        # row has them means it does not support them (`_check_logprobs_support`)
+        self.logprobs_seen = False
         self.served: dict[str, Any] | None = None  # this model's /v1/models entry
         # how a json_schema response_format is sent: "json_schema" (OpenAI's form) until the
         # server refuses it, then "json_object" (llama-cpp-python's; module docstring)
@@ -486,12 +623,9 @@ class OpenAIEngine:
         completion_tokens = int(usage.get("completion_tokens") or len(logprobs or []))
         asked = settings.top_logprobs > 0 and self.require_logprobs
         if asked and logprobs is None and (text or completion_tokens):
-            raise ServerCapabilityError(
-                f"the server at {self.server_label} returned no log probabilities although "
-                f"the request asked for them (logprobs: true, top_logprobs: "
-                f"{settings.top_logprobs}); it does not support them. Set "
-                "inference.top_logprobs: 0 for this server, or serve the model with one that "
-                "returns them (vLLM, SGLang, llama.cpp)"
+            raise LogprobsMissing(
+                "the server answered this row without the log probabilities the request asked "
+                f"for (logprobs: true, top_logprobs: {settings.top_logprobs})"
             )
         tokens = [
             TokenLogprob(
@@ -517,21 +651,42 @@ class OpenAIEngine:
             max_new_tokens=settings.max_new_tokens,
         )
 
-    def _safe(self, request: GenerationRequest, settings: SamplingSettings) -> Generation:
+    def _safe(
+        self, request: GenerationRequest, settings: SamplingSettings
+    ) -> tuple[Generation, bool]:
+        """The row's generation, or its error row (the one place row errors are written,
+        redacted); and whether it came back without the log probabilities asked for."""
         started = time.perf_counter()
         try:
             generation = self.complete(request, settings)
         except ServerCapabilityError:
             raise
         except Exception as exc:  # one failed row must not stop the others
-            return Generation.failed(
+            failed = Generation.failed(
                 request.row_index,
-                f"{type(exc).__name__}: {exc}",
+                self.client.redact(f"{type(exc).__name__}: {exc}"),
                 latency_s=time.perf_counter() - started,
                 max_new_tokens=settings.max_new_tokens,
             )
+            return failed, isinstance(exc, LogprobsMissing)
         generation.latency_s = time.perf_counter() - started
-        return generation
+        return generation, False
+
+    def _check_logprobs_support(
+        self, generations: list[Generation], without: int, settings: SamplingSettings
+    ) -> None:
+        """One row without log probabilities is that row's error; a block where no row has
+        them, from a server that never sent any, means the server does not support them."""
+        if any(g.tokens for g in generations):
+            self.logprobs_seen = True
+        elif without and not self.logprobs_seen:
+            raise ServerCapabilityError(
+                f"the server at {self.server_label} returned no log probabilities for any of "
+                f"the {without} rows it answered although the requests asked for them "
+                f"(logprobs: true, top_logprobs: {settings.top_logprobs}); it does not support "
+                "them. Set inference.top_logprobs: 0 for this server, or serve the model with "
+                "one that returns them (vLLM, SGLang, llama.cpp)"
+            )
 
     # ------------------------------------------------------------------ the Engine call
 
@@ -550,7 +705,7 @@ class OpenAIEngine:
         total = len(requests)
         step = max(int(batch_size or self.default_batch_size), 1)
         results: list[Generation | None] = [None] * total
-        done = reported = 0
+        done = reported = without_logprobs = 0
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(total, 1))) as pool:
             futures = {pool.submit(self._safe, r, settings): i for i, r in enumerate(requests)}
             pending = set(futures)
@@ -558,7 +713,9 @@ class OpenAIEngine:
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        results[futures[future]] = future.result()  # re-raises a fatal error
+                        # re-raises a fatal error
+                        results[futures[future]], lacking = future.result()
+                        without_logprobs += lacking
                         done += 1
                     if on_batch is not None and (done - reported >= step or done == total):
                         reported = done
@@ -567,15 +724,21 @@ class OpenAIEngine:
                 for future in pending:  # stop before the queued rows are asked
                     future.cancel()
                 raise
-        return [g for g in results if g is not None]
+        generations = [g for g in results if g is not None]
+        self._check_logprobs_support(generations, without_logprobs, settings)
+        return generations
 
 
 __all__ = [
     "JSON_SCHEMA_FORMS",
+    "REDACTED",
     "ConnectionFailure",
     "HTTPClient",
     "HTTPStatusError",
+    "LogprobsMissing",
     "OpenAIEngine",
+    "RequestDeadline",
+    "RequestTimeout",
     "ServerCapabilityError",
     "base_url",
     "chat_completions_url",
