@@ -127,9 +127,13 @@ class FileStat:
 
 
 def stat(location: str) -> FileStat | None:
-    """Size and modification time of a file, or None when it does not exist."""
-    fs, path = storage.filesystem(location)
-    info = fs.get_file_info(path)
+    """Size and modification time of a file, or None when it does not exist or cannot be
+    reached (a symlink loop, a folder it may not list): the run then says why."""
+    try:
+        fs, path = storage.filesystem(location)
+        info = fs.get_file_info(path)
+    except (OSError, RuntimeError):  # RuntimeError: Path.resolve() of a symlink loop
+        return None
     if info.type != pafs.FileType.File:
         return None
     return FileStat(int(info.size or 0), int(info.mtime_ns or 0))

@@ -436,3 +436,18 @@ def test_the_code_location_carries_the_jobs_schedules_and_sensors(recipe):
     assert dg.AssetKey(["tiny", "model_checkpoint"]) in inference.parent_keys
     assert inference.code_version == lineage.inference_code_version(recipe())
     assert inference.automation_condition is not None
+
+
+def test_dataset_sensor_records_a_symlink_loop_as_missing(make_recipe, tmp_path):
+    """A watched path that is a symlink loop must not crash the tick (pathlib's resolve
+    raises RuntimeError on one): the sensor records it missing; the run names the problem."""
+    (tmp_path / "loop_a.jsonl").symlink_to(tmp_path / "loop_b.jsonl")
+    (tmp_path / "loop_b.jsonl").symlink_to(tmp_path / "loop_a.jsonl")
+    looped = edit_recipe(
+        make_recipe(ticket_lines(4), name="looped"), run={"data_s3_path": "loop_a.jsonl"}
+    )
+    assert lineage.stat(looped.resolve_data_path()) is None
+    defs = location([looped])
+    requests, cursor = sensor_tick(defs, dg.DagsterInstance.ephemeral(), None)
+    assert requests == []
+    assert json.loads(cursor)[looped.resolve_data_path()] == {"missing": True}
