@@ -81,7 +81,7 @@ def timezone_problem(name: str) -> str | None:
     """Why ``name`` is not an IANA timezone, or None when it is."""
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'America' is a folder
         close = sorted(tz for tz in available_timezones() if name.lower() in tz.lower())[:5]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return f"{name!r} is not an IANA timezone such as 'UTC' or 'Europe/Paris'{hint}"

@@ -25,6 +25,15 @@ from nova_eval_assets.engines.constraints import (
     classification_schema,
     compile_error,
 )
+from nova_eval_assets.recipe_yaml import (
+    MAX_RECIPE_BYTES,
+    RecipeDocument,
+    RecipeTextError,
+    clip,
+    decode_recipe,
+    read_yaml,
+    short_repr,
+)
 
 TASK_STRATEGIES = {"gen_qa": "gen_qa", "llm_judge": "judge", "mm_llm_judge": "judge"}
 #: The judge recipes' tasks: Nova's LLM judge, and its multimodal form (the judge sees each
@@ -80,7 +89,9 @@ class RecipeError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `replicas: "2"` or `replicas: true` is a wrong type, not 2 or 1 (an int still
+    # fills a float key: `temperature: 0`)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class RunConfig(_Section):
@@ -378,8 +389,8 @@ class DatasetConfig(_Section):
 class ScheduleConfig(_Section):
     """Extension: a recurring evaluation (a Dagster schedule; see assets/automation.py)."""
 
-    cron: str = Field(min_length=1)
-    timezone: str = "UTC"
+    cron: str = Field(min_length=1, max_length=100)
+    timezone: str = Field(default="UTC", max_length=64)  # IANA names are at most ~32
     enabled: bool = True  # false: the schedule exists but starts stopped (toggle it in the UI)
 
     @field_validator("cron")
@@ -611,15 +622,49 @@ class Recipe(_Section):
         limit: int | None = None,
         max_new_tokens: int | None = None,
     ) -> Recipe:
-        """A copy with CLI overrides applied (validated like the file)."""
+        """A copy with CLI overrides applied (None: not given), each checked against the
+        range of the key it sets: a RecipeError names the flag and the range."""
         data = self.model_dump()
-        if replicas is not None:
-            data["run"]["replicas"] = replicas
-        if limit is not None:
-            data["run"]["limit"] = limit
-        if max_new_tokens is not None:
-            data["inference"]["max_new_tokens"] = max_new_tokens
+        given = {"replicas": replicas, "limit": limit, "max_new_tokens": max_new_tokens}
+        for name, value in given.items():
+            if value is None:
+                continue
+            problem = override_problem(name, value)
+            if problem:
+                raise RecipeError(f"--{name.replace('_', '-')}: {problem}")
+            section, key = OVERRIDES[name]
+            data[section][key] = value
         return Recipe.model_validate(data)
+
+
+#: The CLI flags of `nova-eval run` that override a recipe key: name -> (section, key).
+OVERRIDES = {
+    "replicas": ("run", "replicas"),
+    "limit": ("run", "limit"),
+    "max_new_tokens": ("inference", "max_new_tokens"),
+}
+
+
+def override_problem(name: str, value: object) -> str | None:
+    """Why ``value`` cannot override the recipe key of the CLI flag ``name`` (None: it can);
+    the range is the recipe model's."""
+    section, key = OVERRIDES[name]
+    low, high = _int_bounds(_model_at((section,)), key)
+    allowed = f"{low}..{high}" if high is not None else f">= {low}"
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"{short_repr(value)} is not an integer; allowed: {allowed} ({section}.{key})"
+    if (low is not None and value < low) or (high is not None and value > high):
+        return f"{value} is out of range; allowed: {allowed} ({section}.{key})"
+    return None
+
+
+def _int_bounds(model: type[BaseModel], key: str) -> tuple[int | None, int | None]:
+    """The ``ge`` and ``le`` bounds of an int key, from its Field constraints."""
+    low = high = None
+    for rule in model.model_fields[key].metadata:
+        low = getattr(rule, "ge", low)
+        high = getattr(rule, "le", high)
+    return low, high
 
 
 @dataclass(frozen=True)
@@ -654,7 +699,10 @@ class LoadedRecipe:
         return resolve_relative(run.data_s3_path, self.path.parent)
 
     def with_overrides(self, **overrides: Any) -> LoadedRecipe:
-        return LoadedRecipe(self.recipe.with_overrides(**overrides), self.path)
+        try:
+            return LoadedRecipe(self.recipe.with_overrides(**overrides), self.path)
+        except RecipeError as exc:
+            raise RecipeError(f"{self.path}: {exc}") from None
 
 
 def training_channel_dataset(recipe_path: Path) -> str:
@@ -684,53 +732,78 @@ def resolve_relative(location: str, base: Path) -> str:
     if "://" in location:
         return location
     path = Path(location).expanduser()
-    return str(path if path.is_absolute() else (base / path).resolve())
+    if path.is_absolute():
+        return str(path)
+    try:
+        return str((base / path).resolve())
+    except RuntimeError:  # a symbolic link loop (Python < 3.13): its reader names it
+        return str(base / path)
 
 
 def load_recipe(path: str | Path) -> LoadedRecipe:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_RECIPE_BYTES + 1)  # bounded: /dev/zero is a path too
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc.strerror or exc}") from exc
+    try:
+        text = decode_recipe(raw)
+    except RecipeTextError as exc:
+        raise RecipeError(_located(str(path), exc.line, str(exc))) from None
     return LoadedRecipe(parse_recipe(text, source=str(path)), path.resolve())
 
 
 def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
     try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise RecipeError(f"{source}{where}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
+        document = read_yaml(text)
+    except RecipeTextError as exc:
+        raise RecipeError(_located(source, exc.line, str(exc))) from None
+    if not isinstance(document.data, dict):
         raise RecipeError(
             f"{source}: a recipe is a mapping with the sections run, evaluation, inference, "
             "processor"
         )
     try:
-        return Recipe.model_validate(data)
+        return Recipe.model_validate(document.data)
     except ValidationError as exc:
-        problems = [_describe(error, source, root) for error in exc.errors()]
-        raise RecipeError("\n".join(problems)) from None
+        raise RecipeError(_problems(exc, source, document)) from None
 
 
-def _describe(error: dict[str, Any], source: str, root: yaml.Node | None) -> str:
+#: A recipe with thousands of bad keys gets this many lines, then a count of the rest.
+MAX_PROBLEMS_SHOWN = 20
+
+
+def _problems(exc: ValidationError, source: str, document: RecipeDocument) -> str:
+    errors = exc.errors(include_url=False)
+    lines = [_describe(error, source, document) for error in errors[:MAX_PROBLEMS_SHOWN]]
+    if len(errors) > MAX_PROBLEMS_SHOWN:
+        lines.append(f"{source}: ... and {len(errors) - MAX_PROBLEMS_SHOWN} more problems")
+    return "\n".join(lines)
+
+
+def _located(source: str, line: int | None, message: str) -> str:
+    return f"{source}:{line}: {message}" if line else f"{source}: {message}"
+
+
+def _describe(error: dict[str, Any], source: str, document: RecipeDocument) -> str:
     loc = tuple(str(part) for part in error["loc"])
-    key = ".".join(loc) or "(top level)"
-    line = _line_of(root, loc)
+    key = clip(".".join(loc) or "(top level)")
+    line = document.line_of(loc)
     where = f"{source}:{line}" if line else source
     kind = error["type"]
     ctx = error.get("ctx") or {}
     got = error.get("input")
     if kind == "extra_forbidden":
-        allowed = ", ".join(_fields_at(loc[:-1]))
+        allowed = ", ".join(_model_at(loc[:-1]).model_fields)
         return f"{where}: unknown key '{key}'; allowed keys here: {allowed}"
     if kind == "missing":
         return f"{where}: missing required key '{key}'"
     if kind == "literal_error":
-        return f"{where}: {key} = {got!r} is not allowed; allowed values: {ctx.get('expected')}"
+        return (
+            f"{where}: {key} = {short_repr(got)} is not allowed; "
+            f"allowed values: {ctx.get('expected')}"
+        )
     bounds = {
         "greater_than_equal": "at least {ge}",
         "greater_than": "greater than {gt}",
@@ -739,9 +812,13 @@ def _describe(error: dict[str, Any], source: str, root: yaml.Node | None) -> str
     }
     if kind in bounds:
         rule = bounds[kind].format(**ctx)
-        return f"{where}: {key} = {got!r} is out of range; it must be {rule}{_range_hint(loc)}"
-    message = re.sub(r"^(Value error|Assertion failed), ", "", error["msg"])
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        return (
+            f"{where}: {key} = {short_repr(got)} is out of range; "
+            f"it must be {rule}{_range_hint(loc)}"
+        )
+    # a validator's message may quote the value (a cron line): bounded like the value
+    message = clip(re.sub(r"^(Value error|Assertion failed), ", "", error["msg"]), 600)
+    shown = "" if isinstance(got, dict) else f" (got {short_repr(got)})"
     return f"{where}: {key}: {message}{shown}"
 
 
@@ -751,6 +828,8 @@ _RANGES = {
     ("inference", "temperature"): ">= 0 (0 = greedy)",
     ("inference", "top_k"): "-1 (off) or >= 1",
     ("run", "replicas"): "1..1024",
+    ("run", "limit"): ">= 1",
+    ("inference", "max_new_tokens"): "1..100000",
     ("processor", "max_error_rate"): "0..1 (unset: processor errors never fail the run)",
     ("processor", "timeout_s"): "0 < timeout_s <= 900 (Lambda's limit)",
     ("processor", "concurrency"): "1..256",
@@ -768,17 +847,19 @@ def _range_hint(loc: tuple[str, ...]) -> str:
     return f" (allowed: {hint})" if hint else ""
 
 
-def _fields_at(loc: tuple[str, ...]) -> list[str]:
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel]:
+    """The section model at ``loc`` (``("run",)`` -> RunConfig; ``()`` -> Recipe)."""
     model: type[BaseModel] = Recipe
     for part in loc:
         annotation = model.model_fields[part].annotation
         candidates = getattr(annotation, "__args__", (annotation,))
         model = next(c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel))
-    return list(model.model_fields)
+    return model
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[str, ...]) -> int | None:
-    """1-based line of the deepest key of ``loc`` present in the YAML document."""
+    """1-based line of the deepest key of ``loc`` present in a composed YAML document (one
+    lookup; :meth:`RecipeDocument.line_of` answers many in linear time)."""
     node, line = root, None
     for part in loc:
         if not isinstance(node, yaml.MappingNode):
