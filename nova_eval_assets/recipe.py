@@ -163,6 +163,10 @@ class ServerConfig(_Section):
     env: dict[str, str] = Field(default_factory=dict)
 
 
+#: what results, MLflow params and the uploaded recipe show for a value of inference.server.env
+REDACTED = "[REDACTED]"
+
+
 class ResponseFormatConfig(_Section):
     """Extension: the output follows a format (engines/constraints.py): ``json_schema``
     (``schema``), ``regex`` (``pattern``), ``choice`` (``choices``), or ``classification``
@@ -276,6 +280,19 @@ class InferenceConfig(_Section):
     def generation_tokens(self) -> int:
         """max_new_tokens, or the gen_qa default when the recipe leaves it out."""
         return self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
+
+    def public_dump(self, **options: Any) -> dict[str, Any]:
+        """``model_dump(**options)`` with each ``server.env`` value replaced by REDACTED: a server's
+        environment may hold credentials, which results and MLflow must not keep."""
+        data = self.model_dump(**options)
+        if data.get("server") and data["server"].get("env"):
+            data["server"]["env"] = dict.fromkeys(data["server"]["env"], REDACTED)
+        return data
+
+    def secret_values(self) -> list[str]:
+        """The ``server.env`` values, longest first (to redact from text)."""
+        values = self.server.env.values() if self.server is not None else ()
+        return sorted((v for v in values if v), key=len, reverse=True)
 
 
 class StageSwitch(_Section):

@@ -37,7 +37,7 @@ from typing import Any
 
 from nova_eval_assets import storage
 from nova_eval_assets.layout import EvalLayout
-from nova_eval_assets.recipe import LoadedRecipe
+from nova_eval_assets.recipe import REDACTED, LoadedRecipe
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SAGEMAKER_EXTRA = "sagemaker"
@@ -150,7 +150,9 @@ def recipe_params(loaded: LoadedRecipe) -> dict[str, str]:
     """The recipe with its defaults, flattened (``inference.temperature``); values as
     MLflow stores them (strings, JSON for lists), cut to MLflow's length limit."""
     flat: dict[str, Any] = {}
-    _flatten(loaded.recipe.model_dump(mode="json"), "", flat)
+    data = loaded.recipe.model_dump(mode="json")
+    data["inference"] = loaded.recipe.inference.public_dump(mode="json")
+    _flatten(data, "", flat)
     params = {}
     for key, value in flat.items():
         text = value if isinstance(value, str) else json.dumps(value)
@@ -291,6 +293,19 @@ def artifact_files(loaded: LoadedRecipe, report: Mapping[str, Any]) -> list[tupl
     return files
 
 
+def _redacted_copy(location: str, folder: str, secrets: list[str]) -> str:
+    """A copy of a text file in ``folder`` with each secret (inference.server.env values)
+    replaced by REDACTED; the file itself when there is none."""
+    if not secrets:
+        return _local_copy(location, folder)
+    text = storage.read_bytes(location).decode("utf-8")
+    for secret in secrets:  # a plain word: the YAML stays valid, quoted or not
+        text = text.replace(secret, REDACTED.strip("[]"))
+    target = Path(folder) / Path(location).name
+    target.write_text(text, encoding="utf-8")
+    return str(target)
+
+
 # ---------------------------------------------------------------- logging
 
 
@@ -372,6 +387,7 @@ def log_evaluation(
     name = run_name(loaded, stamp or "run")
     metrics = results_metrics(results)
     files = artifact_files(loaded, report)
+    secrets = loaded.recipe.inference.secret_values()
     where = f"{uri_source(loaded)} = {redact(uri)}"
     with bounded_http():
         from mlflow import MlflowClient  # slow import: only when tracking
@@ -401,7 +417,10 @@ def log_evaluation(
             artifacts = []
             with tempfile.TemporaryDirectory(prefix="nova-eval-mlflow-") as scratch:
                 for location, folder in files:
-                    local = _local_copy(location, scratch)
+                    if location == str(loaded.path):  # the recipe as written, secrets out
+                        local = _redacted_copy(location, scratch, secrets)
+                    else:
+                        local = _local_copy(location, scratch)
                     client.log_artifact(run_id, local, artifact_path=folder)
                     artifacts.append(f"{folder}/{Path(local).name}")
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))

@@ -164,6 +164,11 @@ def test_managed_transformers_serve_starts_evaluates_and_stops(make_recipe, fold
     assert not port_open(port) and not processes_with(f"--port {port}")  # stopped
     lineage = storage.read_json(EvalLayout.for_recipe(loaded).latest_report)["lineage"]
     assert lineage["model_id"].startswith(f"openai-server:{command}#sha256:")
+    # the server's environment may hold credentials: the results show its names only
+    results = json.loads(Path(report["paths"]["results"]).read_text())
+    assert results["config_general"]["inference"]["server"]["env"] == dict.fromkeys(
+        SERVER_ENV, "[REDACTED]"
+    )
 
 
 def test_a_server_command_that_exits_at_once_fails_with_its_log(make_recipe, tmp_path):

@@ -533,3 +533,31 @@ def test_sagemaker_arn_without_the_plugin_names_the_extra(tmp_path, monkeypatch)
     message = str(caught.value)
     assert "sagemaker-mlflow" in message and "pip install 'nova-eval[sagemaker]'" in message
     assert f"run.mlflow_tracking_uri in {loaded.path}" in message and arn in message
+
+
+def test_server_env_values_are_kept_out_of_params_results_and_the_recipe_artifact(tmp_path):
+    """inference.server.env may carry credentials (HF_TOKEN for `vllm serve`): MLflow params,
+    the results' inference section and the uploaded recipe show the names, not the values."""
+    secret = "hf_live_0123456789abcdef"
+    loaded = write_recipe(
+        tmp_path,
+        "server-env",
+        inference={
+            "engine": "openai",
+            "server": {"command": "serve {model} --port {port}", "env": {"HF_TOKEN": secret}},
+        },
+    )
+    params = tracking.recipe_params(loaded)
+    assert params["inference.server.env.HF_TOKEN"] == "[REDACTED]"
+    assert not any(secret in value for value in params.values())
+    dumped = loaded.recipe.inference.public_dump()
+    assert dumped["server"]["env"] == {"HF_TOKEN": "[REDACTED]"}
+    assert loaded.recipe.inference.server.env["HF_TOKEN"] == secret  # the server still gets it
+    assert secret in loaded.path.read_text()
+    (tmp_path / "scratch").mkdir()
+    copy = Path(tracking._redacted_copy(str(loaded.path), str(tmp_path / "scratch"), [secret]))
+    assert copy.parent == tmp_path / "scratch"
+    assert yaml.safe_load(copy.read_text())["inference"]["server"]["env"] == {
+        "HF_TOKEN": "REDACTED"
+    }
+    assert secret in loaded.path.read_text()  # the user's file is untouched

@@ -91,7 +91,7 @@ def write_judge_report(
         "baseline": baseline,
         "challenger": challenger,
         "dataset": {"path": validation["source"], "sha256": validation["dataset_sha256"]},
-        "inference": recipe.inference.model_dump(),
+        "inference": recipe.inference.public_dump(),
         "judge": config.model_dump(),
         "counting_rule": (
             "each pass (forward, backward) is one judgment; a tie counts half to each side "

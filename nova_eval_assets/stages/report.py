@@ -153,7 +153,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         "task": recipe.evaluation.task,
         "strategy": recipe.evaluation.strategy,
         "dataset": {"path": validation["source"], "sha256": validation["dataset_sha256"]},
-        "inference": recipe.inference.model_dump(),
+        "inference": recipe.inference.public_dump(),
         "timestamp": stamp,
         "total_generated_tokens": int(pc.sum(table["completion_tokens"]).as_py() or 0),
         "total_evaluation_time_secondes": (
