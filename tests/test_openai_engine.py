@@ -39,7 +39,7 @@ pytestmark = [
     pytest.mark.model,
     pytest.mark.skipif(
         not llama_cpp_available(),
-        reason="llama-cpp-python is not installed (pip install -e '.[dev]' builds it)",
+        reason="llama-cpp-python is not installed (pip install -e '.[test]' builds it)",
     ),
 ]
 

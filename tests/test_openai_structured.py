@@ -43,7 +43,7 @@ from tests.openai_servers import (
 
 needs_llama = pytest.mark.skipif(
     not llama_cpp_available(),
-    reason="llama-cpp-python is not installed (pip install -e '.[dev]' builds it)",
+    reason="llama-cpp-python is not installed (pip install -e '.[test]' builds it)",
 )
 
 LABELS = ["hardware", "hardware_urgent", "software", "software_urgent", "network",
