@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,49 +33,69 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+#: `nova-eval validate`'s exit codes (its --help and docs/index.md say the same)
+VALIDATE_EXIT_CODES = """\
+exit codes:
+  0  valid: the recipe can run on this dataset (warnings may be printed)
+  1  the dataset has invalid rows (dataset.on_invalid: fail), or no valid row at all
+  2  the recipe cannot run: a recipe error, an unreadable dataset file, a check of the
+     recipe against its model (reasoning_effort, vision, processor.handler, ...) or a
+     --preflight check failed
+"""
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    from nova_eval_assets.byom.runner import ProcessorConfigError, load_handler
-    from nova_eval_assets.dataset import SCHEMAS, DatasetFileError, validate_dataset
-    from nova_eval_assets.engines.models import ModelResolutionError
-    from nova_eval_assets.engines.reasoning import (
-        ReasoningNotSupportedError,
-        check_recipe_reasoning,
+    """Check a recipe, its dataset and the recipe against its model, and report every
+    problem at once: the dataset's first, then the recipe's, one line each
+    (`VALIDATE_EXIT_CODES`)."""
+    from nova_eval_assets.dataset import (
+        MAX_LISTED_PROBLEMS,
+        SCHEMAS,
+        DatasetFileError,
+        ValidationOutcome,
+        validate_batches,
     )
     from nova_eval_assets.recipe import RecipeError, load_recipe
 
     try:
         loaded = load_recipe(args.recipe)
-        recipe = loaded.recipe
-        if recipe.run.data_s3_path is None:  # an llm_judge recipe that joins two gen_qa recipes
-            code = _validate_judge_join(loaded)
-            if code == 0 and args.preflight and not _preflight_passes(loaded):
-                return 2
-            return code
-        outcome = validate_dataset(
-            loaded.resolve_data_path(),
+    except RecipeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    recipe = loaded.recipe
+    if recipe.run.data_s3_path is None:  # an llm_judge recipe that joins two gen_qa recipes
+        code = _validate_judge_join(loaded)
+        if code == 0 and args.preflight and not _preflight_passes(loaded):
+            return 2
+        return code
+    outcome = dataset_problem = None
+    try:
+        # one streaming pass: counts and the first problems, no rows held
+        read = ValidationOutcome(loaded.resolve_data_path(), problems_kept=MAX_LISTED_PROBLEMS)
+        for _ in validate_batches(
+            read,
             SCHEMAS[recipe.evaluation.task],
             metadata_format=recipe.dataset.metadata_format,
             max_line_bytes=recipe.dataset.max_line_bytes,
-        )
-        if recipe.processor is not None and recipe.processor.handler:  # BYOM: it must load
-            load_handler(recipe.processor.handler, loaded.path.parent)
-        check_recipe_reasoning(recipe)  # reads the model's chat template only
-        problem = vision_problem(recipe, outcome.table)  # reads the model's config only
-        if problem is not None:
-            print(f"{loaded.path}: {problem}", file=sys.stderr)
-            return 2
-    except (
-        RecipeError,
-        DatasetFileError,
-        ProcessorConfigError,
-        ReasoningNotSupportedError,
-        ModelResolutionError,
-    ) as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    print(f"{loaded.path}: recipe '{loaded.name}' is valid")
-    print(outcome.report())
+        ):
+            pass
+        outcome = read
+    except (RecipeError, DatasetFileError) as exc:
+        dataset_problem = str(exc)
+    problems, warnings = _model_checks(
+        loaded, None if outcome is None else outcome.rows_with_images
+    )
+    if not problems and not dataset_problem:
+        print(f"{loaded.path}: recipe '{loaded.name}' is valid")
+    if outcome is not None:
+        print(outcome.report())
+    sys.stdout.flush()  # the dataset's lines come first also when both streams are one pipe
+    for line in ([dataset_problem] if dataset_problem else []) + problems + warnings:
+        print(line, file=sys.stderr)
+    sys.stderr.flush()
     if args.preflight and not _preflight_passes(loaded):
+        return 2
+    if problems or dataset_problem:
         return 2
     if outcome.ok:
         return 0
@@ -79,6 +103,78 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print("dataset.on_invalid is 'skip': these rows would be written to rejected_rows.jsonl")
         return 0
     return 1  # under "skip" too when no valid row is left: there is nothing to evaluate
+
+
+def _model_checks(loaded, rows_with_images) -> tuple[list[str], list[str]]:
+    """The recipe checked against its model and engine without loading weights: (problems
+    that stop a run, warnings), each ``file:line: message`` at the recipe key concerned. A
+    model that does not resolve is one problem, however many checks needed it.
+    `rows_with_images`: the dataset's valid rows with images (None: it could not be read)."""
+    from nova_eval_assets.byom.runner import ProcessorConfigError, load_handler
+    from nova_eval_assets.engines.constraints_budget import recipe_budget_warnings
+    from nova_eval_assets.engines.models import ModelResolutionError
+    from nova_eval_assets.engines.reasoning import (
+        ReasoningNotSupportedError,
+        check_recipe_reasoning,
+    )
+
+    recipe = loaded.recipe
+    where = _recipe_lines(loaded)
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    def problem(key: tuple[str, str], message: object) -> None:
+        line = f"{where(key)}: {message}"
+        if line not in problems:
+            problems.append(line)
+
+    model_key = ("run", "model_name_or_path")
+    try:
+        check_recipe_reasoning(recipe)  # reads the model's chat template only
+    except ReasoningNotSupportedError as exc:
+        problem(("inference", "reasoning_effort"), exc)
+    except ModelResolutionError as exc:
+        problem(model_key, exc)
+    if rows_with_images is not None:
+        try:
+            vision = vision_problem(recipe, rows_with_images)  # reads the model's config only
+        except ModelResolutionError as exc:
+            problem(model_key, exc)
+        else:
+            if vision is not None:
+                engine_key = ("inference", "engine")
+                problem(engine_key if recipe.inference.engine == "vllm" else model_key, vision)
+    if recipe.processor is not None and recipe.processor.handler:  # BYOM: it must load
+        try:
+            load_handler(recipe.processor.handler, loaded.path.parent)
+        except ProcessorConfigError as exc:
+            problem(("processor", "handler"), exc)
+    budget_key = ("inference", "response_format")
+    try:
+        warnings += [f"{where(budget_key)}: warning: {w}" for w in recipe_budget_warnings(recipe)]
+    except ModelResolutionError as exc:
+        problem(model_key, exc)
+    except OSError as exc:  # a model folder whose tokenizer files do not load
+        warnings.append(
+            f"{where(budget_key)}: warning: inference.response_format: the answer's length "
+            f"against inference.max_new_tokens was not checked: the tokenizer did not load ({exc})"
+        )
+    return problems, warnings
+
+
+def _recipe_lines(loaded):
+    """``file:line`` of a recipe key (``file`` where the key is not written)."""
+    import yaml
+
+    from nova_eval_assets.recipe import _line_of
+
+    root = yaml.compose(loaded.path.read_text(encoding="utf-8"))
+
+    def where(key: tuple[str, ...]) -> str:
+        line = _line_of(root, key)
+        return f"{loaded.path}:{line}" if line else str(loaded.path)
+
+    return where
 
 
 def _preflight_passes(loaded, announce_local: bool = True) -> bool:
@@ -102,14 +198,11 @@ def _preflight_passes(loaded, announce_local: bool = True) -> bool:
     return not failed
 
 
-def vision_problem(recipe, table) -> str | None:
-    """Why the recipe's engine cannot show the dataset's images to its model (None: it can,
-    or no row has images). hf: from the model's config; vllm: not supported yet; the
-    served engines' servers answer for their models at the first request."""
-    if "images" not in table.column_names:
-        return None
-    rows = len(table) - table["images"].null_count
-    rows -= sum(1 for uris in table["images"].to_pylist() if uris is not None and not uris)
+def vision_problem(recipe, rows: int) -> str | None:
+    """Why the recipe's engine cannot show the images of the dataset's `rows` rows with
+    images to its model (None: it can, or no row has images). hf: from the model's config;
+    vllm: not supported yet; the served engines' servers answer for their models at the
+    first request."""
     if rows < 1:
         return None
     engine = recipe.inference.engine
@@ -146,11 +239,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     ensure_dagster_home()
     from nova_eval_assets.assets.materialize import run_evaluation
+    from nova_eval_assets.run_lock import RunLockHeld
 
     started = time.monotonic()
-    if loaded.recipe.evaluation.is_judge:  # llm_judge, mm_llm_judge
-        return _run_judge(loaded, args, started)
-    outcome = run_evaluation(loaded, show_progress=not args.quiet)
+    with SignalsReceived() as signals:
+        try:
+            if loaded.recipe.evaluation.is_judge:  # llm_judge, mm_llm_judge
+                return _run_judge(loaded, args, started)
+            outcome = run_evaluation(
+                loaded,
+                show_progress=not args.quiet,
+                wait_for_lock=args.wait,
+                on_wait=_waiting_for(loaded.name),
+            )
+        except RunLockHeld as exc:
+            print(f"{loaded.name}: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # SIGINT, or SIGTERM (SignalsReceived)
+            received = signals.last() or signal.SIGINT
+            print(
+                f"{loaded.name}: interrupted ({signal.Signals(received).name}); rerun to resume: "
+                f"nova-eval run {args.recipe} (finished stages and inference blocks are kept)",
+                file=sys.stderr,
+            )
+            return 128 + received
     if outcome.report is None:
         print(outcome.message, file=sys.stderr)
         return 1
@@ -161,6 +273,57 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_comparisons(outcome.comparisons)
     _print_outputs(report["paths"], outcome.run_ids, started)
     return _tracking_status(outcome)
+
+
+class SignalsReceived:
+    """While a run executes: SIGTERM raises KeyboardInterrupt as Ctrl-C does (the run
+    stops through its cleanup: the run folder's lock is released, finished work is kept),
+    and :meth:`last` says which of the two came. Dagster's own handler, installed while a
+    run executes, takes both alike and is not told which, so the signal numbers are read
+    from Python's signal wakeup fd, where the interpreter writes each one it receives."""
+
+    def __enter__(self) -> SignalsReceived:
+        self._active = threading.current_thread() is threading.main_thread()
+        if not self._active:  # signal handlers belong to the main thread
+            return self
+        self._reader, self._writer = socket.socketpair()
+        for end in (self._reader, self._writer):
+            end.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        self._received: list[int] = []
+        return self
+
+    def last(self) -> int | None:
+        """The last SIGINT or SIGTERM received so far (None: neither)."""
+        if not self._active:
+            return None
+        with contextlib.suppress(BlockingIOError):  # nothing received
+            self._received += self._reader.recv(256)
+        wanted = [n for n in self._received if n in (signal.SIGINT, signal.SIGTERM)]
+        return wanted[-1] if wanted else None
+
+    def __exit__(self, *exc_info) -> None:
+        if not self._active:
+            return
+        signal.set_wakeup_fd(self._previous_fd)
+        signal.signal(signal.SIGTERM, self._previous_term)
+        self._reader.close()
+        self._writer.close()
+
+
+def _raise_interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _waiting_for(name: str):
+    """``--wait``: say once whom the run waits for."""
+
+    def on_wait(holder) -> None:
+        who = holder.describe() if holder else "a run that is still writing the lock"
+        print(f"{name}: waiting for the run that holds the run folder: {who}", file=sys.stderr)
+
+    return on_wait
 
 
 def _print_comparisons(comparisons) -> None:
@@ -222,6 +385,8 @@ def _run_judge(loaded, args: argparse.Namespace, started: float) -> int:
             [*others, loaded],
             show_progress=not args.quiet,
             run_upstream=not args.no_upstream,
+            wait_for_lock=args.wait,
+            on_wait=_waiting_for(loaded.name),
         )
     except RecipeError as exc:
         print(exc, file=sys.stderr)
@@ -269,11 +434,46 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _override_value(name: str):
+    """The argparse type of the `run` flag that overrides a recipe key: an integer in the
+    key's range (a bad one exits with status 2 and a message naming the flag)."""
+    from nova_eval_assets.recipe import override_problem
+
+    def parse(text: str) -> int:
+        problem = override_problem(name, _int_or_text(text))
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return int(text)
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    value = _int_or_text(text)
+    if not isinstance(value, int) or value < 1:
+        raise argparse.ArgumentTypeError(f"{text[:100]!r} is not a positive integer")
+    return value
+
+
+def _int_or_text(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:  # not digits, or past Python's 4300-digit limit
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nova-eval", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    validate = sub.add_parser("validate", help="check a recipe and its dataset; run nothing")
+    validate = sub.add_parser(
+        "validate",
+        help="check a recipe and its dataset; run nothing",
+        description="Check a recipe, its dataset, and the recipe against its model (no weights "
+        "are loaded); every problem is reported at once, one line each: the dataset's first.",
+        epilog=VALIDATE_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     validate.add_argument("recipe")
     validate.add_argument(
         "--preflight",
@@ -285,12 +485,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="materialize every replica of a recipe, then its report")
     run.add_argument("recipe")
-    run.add_argument("--replicas", type=int, help="override run.replicas")
-    run.add_argument("--limit", type=int, help="evaluate only the first N dataset rows")
+    run.add_argument("--replicas", type=_override_value("replicas"), help="override run.replicas")
     run.add_argument(
-        "--max-new-tokens", type=int, help="override inference.max_new_tokens (a quick try)"
+        "--limit", type=_override_value("limit"), help="evaluate only the first N dataset rows"
+    )
+    run.add_argument(
+        "--max-new-tokens",
+        type=_override_value("max_new_tokens"),
+        help="override inference.max_new_tokens (a quick try)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another run holds the recipe's run folder, wait for it to end "
+        "(default: stop at once, exit 2)",
+    )
 
     run.add_argument(
         "--no-upstream",
@@ -309,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql", help='for instance "SELECT * FROM eval_metrics LIMIT 10"')
     query.add_argument("--tables", help="tables root (default: $NOVA_EVAL_TABLES_ROOT)")
     query.add_argument("--output", "-o", help="write the result to FILE.csv or FILE.parquet")
-    query.add_argument("--max-rows", type=int, default=40, help="rows to print (default 40)")
+    query.add_argument(
+        "--max-rows", type=_positive_int, default=40, help="rows to print (default 40)"
+    )
     query.set_defaults(func=cmd_query)
     return parser
 

@@ -12,6 +12,7 @@ by the recipe's ``run.name``; the leaderboard is in its own group.
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -29,6 +30,7 @@ from nova_eval_assets.judge import pipeline
 from nova_eval_assets.judge.prompts import render
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
+from nova_eval_assets.run_lock import LockOwner
 
 PARSE_CHECK = "judge_verdicts_parse"
 #: judge_verdicts_parse warns when more than this share of judgments has no verdict.
@@ -258,10 +260,40 @@ def run_judge_evaluation(
     show_progress: bool = True,
     quiet_logs: bool = True,
     run_upstream: bool = True,
+    wait_for_lock: bool = False,
+    on_wait: Callable[[LockOwner | None], None] | None = None,
 ):
     """Materialize a judge recipe as a user would from the UI: first the gen_qa recipes it
     joins (each through :func:`materialize.run_evaluation`, unless ``run_upstream`` is
-    False), then its dataset and judge results, then the leaderboard."""
+    False), then its dataset and judge results, then the leaderboard. Each recipe's run
+    folder is locked while it runs (as in :func:`materialize.run_evaluation`)."""
+    from nova_eval_assets.assets.in_process import exclusive_run
+
+    instance = instance or dg.DagsterInstance.get()
+    root = EvalLayout.for_recipe(loaded).root
+    with exclusive_run(instance, root, loaded.name, wait_for_lock, on_wait):
+        return _judge_stages(
+            loaded,
+            recipes,
+            instance,
+            show_progress,
+            quiet_logs,
+            run_upstream,
+            wait_for_lock,
+            on_wait,
+        )
+
+
+def _judge_stages(
+    loaded: LoadedRecipe,
+    recipes: list[LoadedRecipe],
+    instance: dg.DagsterInstance,
+    show_progress: bool,
+    quiet_logs: bool,
+    run_upstream: bool,
+    wait_for_lock: bool,
+    on_wait: Callable[[LockOwner | None], None] | None,
+):
     from tqdm import tqdm
 
     from nova_eval_assets.assets.evaluation import build_evaluation_assets
@@ -273,7 +305,6 @@ def run_judge_evaluation(
         write_tables,
     )
 
-    instance = instance or dg.DagsterInstance.get()
     runs = InProcessRuns(instance, loaded.name, quiet_logs)
     outcome = EvaluationRun(report=None, run_ids=runs.run_ids)
     upstream = pipeline.upstream_recipes(loaded, recipes)
@@ -283,7 +314,12 @@ def run_judge_evaluation(
         if show_progress:
             print(f"{role}: {other.name}")
         done = run_evaluation(
-            other, instance=instance, show_progress=show_progress, quiet_logs=quiet_logs
+            other,
+            instance=instance,
+            show_progress=show_progress,
+            quiet_logs=quiet_logs,
+            wait_for_lock=wait_for_lock,
+            on_wait=on_wait,
         )
         outcome.run_ids += done.run_ids
         outcome.comparisons += done.comparisons

@@ -7,6 +7,7 @@ partition, then the aggregate. Every run is recorded in the instance, so `make u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,13 @@ from nova_eval_assets.assets.analysis import (
     materialize_comparisons,
 )
 from nova_eval_assets.assets.evaluation import build_evaluation_assets
-from nova_eval_assets.assets.in_process import InProcessRuns, failure_message
+from nova_eval_assets.assets.in_process import InProcessRuns, exclusive_run, failure_message
 from nova_eval_assets.assets.tables import materialize_tables
 from nova_eval_assets.assets.tracking import materialize_tracking
 from nova_eval_assets.assets.validation import preflight_stop, stop_message
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe, discover_recipes
+from nova_eval_assets.run_lock import LockOwner
 
 
 @dataclass
@@ -47,8 +49,23 @@ def run_evaluation(
     instance: dg.DagsterInstance | None = None,
     show_progress: bool = True,
     quiet_logs: bool = True,
+    wait_for_lock: bool = False,
+    on_wait: Callable[[LockOwner | None], None] | None = None,
 ) -> EvaluationRun:
-    runs = InProcessRuns(instance or dg.DagsterInstance.get(), loaded.name, quiet_logs)
+    """Every stage of ``loaded``, holding the lock of its run folder (raises
+    :class:`~nova_eval_assets.run_lock.RunLockHeld` when another run holds it, unless
+    ``wait_for_lock``; :class:`~nova_eval_assets.assets.in_process.RunInterrupted` on
+    SIGINT / SIGTERM)."""
+    instance = instance or dg.DagsterInstance.get()
+    root = EvalLayout.for_recipe(loaded).root
+    with exclusive_run(instance, root, loaded.name, wait_for_lock, on_wait):
+        return _run_stages(loaded, instance, show_progress, quiet_logs)
+
+
+def _run_stages(
+    loaded: LoadedRecipe, instance: dg.DagsterInstance, show_progress: bool, quiet_logs: bool
+) -> EvaluationRun:
+    runs = InProcessRuns(instance, loaded.name, quiet_logs)
     definitions = build_evaluation_assets(loaded)
     outcome = EvaluationRun(report=None, run_ids=runs.run_ids)
 
@@ -61,8 +78,10 @@ def run_evaluation(
     # a dataset that stops the run is reported below in one message, not as a stack trace
     prepared = materialize(["validated_dataset", "preprocessed_prompts"], quiet_level="CRITICAL")
     layout = EvalLayout.for_recipe(loaded)
-    validation = storage.read_json(layout.validation_report)
-    stopped = preflight_stop(prepared) or stop_message(validation)
+    # no report: the dataset file could not be read; the failed step's message says why
+    report_written = storage.exists(layout.validation_report)
+    validation = storage.read_json(layout.validation_report) if report_written else None
+    stopped = preflight_stop(prepared) or (stop_message(validation) if validation else None)
     if stopped is not None:
         outcome.message = stopped
         return outcome
