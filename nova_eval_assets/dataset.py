@@ -57,7 +57,6 @@ from PIL import Image, UnidentifiedImageError
 from nova_eval_assets import storage
 
 MAX_LISTED_PROBLEMS = 20
-_BATCH_ROWS = 10_000
 # the recipe's default (DatasetConfig.max_line_bytes): room for ~100 MB of inline images
 DEFAULT_MAX_LINE_BYTES = 128 * 1024 * 1024
 # A row nests 3 deep (row, images, image). Python's JSON parser recurses: a line of 100000
@@ -131,25 +130,37 @@ class RejectedRow:
 
 @dataclass
 class ValidationOutcome:
+    """What validating a dataset found. The counts cover every row; ``problems`` keeps every
+    problem unless ``problems_kept`` caps it (a streaming pass keeps the first ones only).
+
+    ``table`` (the valid rows) and ``rejected`` (the rejected rows) are filled only by
+    :func:`validate_dataset`, which collects them in memory; a stage streaming the rows to
+    files (:func:`validate_batches`) leaves them empty."""
+
     source: str
-    table: pa.Table
+    table: pa.Table | None = None
     rejected: list[RejectedRow] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     lines_read: int = 0  # rows read (non-blank lines), valid or not
     blank_lines: int = 0
+    valid_rows: int = 0
+    rejected_rows: int = 0
+    problem_count: int = 0
+    rows_with_images: int = 0  # valid rows with at least one image
+    problems_kept: int | None = None  # None: every problem
 
     @property
     def no_rows(self) -> bool:
         """Nothing to evaluate: no row, or no valid one. Invalid under every policy."""
-        return self.table.num_rows == 0
+        return self.valid_rows == 0
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.no_rows
+        return not self.problem_count and not self.no_rows
 
     def report(self, limit: int = MAX_LISTED_PROBLEMS) -> str:
         if self.ok:
-            return f"{self.source}: {self.table.num_rows} valid rows"
+            return f"{self.source}: {self.valid_rows} valid rows"
         if self.lines_read == 0:
             what = (
                 f"the file has only blank lines ({self.blank_lines})"
@@ -157,16 +168,24 @@ class ValidationOutcome:
                 else "the file is empty"
             )
             return f"{self.source}: no rows: {what}"
-        shown = "\n".join(f"  {self.source}: {p}" for p in self.problems[:limit])
-        more = len(self.problems) - limit
+        listed = self.problems[:limit]
+        shown = "\n".join(f"  {self.source}: {p}" for p in listed)
+        more = self.problem_count - len(listed)
         tail = f"\n  ... and {more} more" if more > 0 else ""
         if self.no_rows:
             tail += f"\n  {self.source}: no valid rows: all {self.lines_read} rows were rejected"
         return (
-            f"{self.source}: {len(self.problems)} problem(s) in {len(self.rejected)} of "
-            f"{self.lines_read} rows (showing the first {min(limit, len(self.problems))}):\n"
+            f"{self.source}: {self.problem_count} problem(s) in {self.rejected_rows} of "
+            f"{self.lines_read} rows (showing the first {len(listed)}):\n"
             f"{shown}{tail}"
         )
+
+    def add_problems(self, problems: list[Problem]) -> None:
+        """Count a rejected row's problems; keep them while ``problems_kept`` allows."""
+        self.problem_count += len(problems)
+        if self.problems_kept is not None:
+            problems = problems[: max(0, self.problems_kept - len(self.problems))]
+        self.problems.extend(problems)
 
 
 class DatasetError(ValueError):
@@ -417,25 +436,51 @@ def validate_dataset(
     limit: int | None = None,
     max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
 ) -> ValidationOutcome:
-    """Validate every line of a JSONL dataset; rows stream into Arrow batches.
+    """Validate every line of a JSONL dataset, keeping the valid rows (``table``), the
+    rejected rows and every problem in memory: for small datasets and tests. The pipeline
+    streams instead (:func:`validate_batches`)."""
+    outcome = ValidationOutcome(source=location)
+    batches = []
+    for valid, rejected in validate_batches(
+        outcome, schema, metadata_format, limit, max_line_bytes
+    ):
+        batches.append(valid)
+        outcome.rejected.extend(rejected)
+    outcome.table = pa.Table.from_batches(batches, schema=arrow_schema(schema))
+    return outcome
+
+
+def validate_batches(
+    outcome: ValidationOutcome,
+    schema: DatasetSchema = GEN_QA,
+    metadata_format: str = "json",
+    limit: int | None = None,
+    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
+    rows_per_batch: int | None = None,
+) -> Iterator[tuple[pa.RecordBatch, list[RejectedRow]]]:
+    """Validate ``outcome.source`` line by line, yielding the valid rows (a record batch of
+    :func:`arrow_schema`) and the rejected rows of every ``rows_per_batch`` rows read
+    (default :func:`storage.batch_rows`), so memory is bounded by the batch. ``outcome``
+    counts as the lines are read; it is complete once the iterator is.
 
     Lines are read as bytes and decoded one by one, so a line that is not UTF-8 or is
     longer than ``max_line_bytes`` is rejected with its line number while the others are
     validated as usual.
     """
     target = arrow_schema(schema)
-    batches: list[pa.RecordBatch] = []
+    rows_per_batch = rows_per_batch or storage.batch_rows()
     pending: dict[str, list] = {name: [] for name in target.names}
-    outcome = ValidationOutcome(source=location, table=target.empty_table())
-    accepted = 0
+    rejected: list[RejectedRow] = []
 
-    def flush() -> None:
-        if pending["row_index"]:
-            batches.append(pa.RecordBatch.from_pydict(pending, schema=target))
-            for values in pending.values():
-                values.clear()
+    def batch() -> tuple[pa.RecordBatch, list[RejectedRow]]:
+        valid = pa.RecordBatch.from_pydict(pending, schema=target)
+        for values in pending.values():
+            values.clear()
+        done = rejected.copy()
+        rejected.clear()
+        return valid, done
 
-    for line_number, raw in _numbered_lines(location, max_line_bytes):
+    for line_number, raw in _numbered_lines(outcome.source, max_line_bytes):
         text, problem = _decode(line_number, raw, max_line_bytes)
         if problem is None and not text.strip():
             outcome.blank_lines += 1  # blank lines are not rows
@@ -448,19 +493,20 @@ def validate_dataset(
         else:
             row, problems = None, [problem]
         if row is None:
-            outcome.problems.extend(problems)
-            outcome.rejected.append(RejectedRow(line_number, text, [str(p) for p in problems]))
-            continue
-        pending["row_index"].append(accepted)
-        pending["line"].append(line_number)
-        for name in schema.fields:
-            pending[name].append(row.get(name))
-        accepted += 1
-        if len(pending["row_index"]) >= _BATCH_ROWS:
-            flush()
-    flush()
-    outcome.table = pa.Table.from_batches(batches, schema=target)
-    return outcome
+            outcome.add_problems(problems)
+            outcome.rejected_rows += 1
+            rejected.append(RejectedRow(line_number, text, [str(p) for p in problems]))
+        else:
+            pending["row_index"].append(outcome.valid_rows)
+            pending["line"].append(line_number)
+            for name in schema.fields:
+                pending[name].append(row.get(name))
+            outcome.valid_rows += 1
+            outcome.rows_with_images += bool(row.get(IMAGES))
+        if len(pending["row_index"]) + len(rejected) >= rows_per_batch:
+            yield batch()
+    if pending["row_index"] or rejected:
+        yield batch()
 
 
 def _decode(

@@ -1,9 +1,11 @@
 """Lineage: what a stage's output was made from, recorded in the output itself.
 
-Every replica's inference Parquet carries, in its schema metadata, the content hash of the
-prompts it read, the model checkpoint's hash (``model_id``) and the inference code version
-(model path, inference settings and the inference code itself). The metrics Parquet of a
-replica carries the data version of the inference output it scored. From these:
+Every replica's inference Parquet carries, in its footer, the content hash of the prompts
+it read (which the prompts Parquet records in its own footer, hashed batch by batch as it
+is written: :class:`ContentHasher`), the model checkpoint's hash (``model_id``) and the
+inference code version (model path, inference settings and the inference code itself).
+The metrics Parquet of a replica carries the data version of the inference output it
+scored. From these:
 
 * the Dagster assets report code versions and data versions (so the UI knows what is
   stale and unchanged stages are not recomputed),
@@ -25,7 +27,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from nova_eval_assets import storage
 from nova_eval_assets.layout import EvalLayout
@@ -68,43 +72,142 @@ def _timing(name: str) -> bool:
     return name.endswith("_seconds") or name == "latency_s"
 
 
-def table_sha256(table: pa.Table) -> str:
-    """Hash of a table's schema (without metadata) and values, batch by batch. Timing
-    columns (``*_seconds``, ``latency_s``) are left out: they differ on every run."""
-    table = table.select([name for name in table.column_names if not _timing(name)])
-    table = _canonical_lists(table)
-    sha = hashlib.sha256(str(table.schema.remove_metadata()).encode())
-    for batch in table.to_batches(max_chunksize=65_536):
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema.remove_metadata()) as writer:
-            writer.write_batch(batch)
-        sha.update(sink.getvalue())
-    return sha.hexdigest()
+class ContentHasher:
+    """A table's content hash, fed batch by batch: the same whatever the batch boundaries
+    (a stage hashes what it writes as it streams; :func:`table_sha256` hashes a whole table
+    alike), the buffer layout, or the item field name of list columns (Parquet reads it
+    back as "element"). It covers the column names and value types, and every value, null
+    apart from empty. Timing columns (``*_seconds``, ``latency_s``) are left out: they
+    differ on every run.
 
+    Each column is split into streams, each hashed on its own as batches come: validity,
+    lengths and bytes of strings and lists, fixed-width values, and the streams of list
+    items and struct fields below. A stream of a batch is its values' encodings one after
+    the other, so two batches feed a stream exactly what their concatenation would.
+    """
 
-def _canonical_lists(table: pa.Table) -> pa.Table:
-    """Top-level list<primitive> columns rebuilt from their lengths, values and nulls: equal
-    lists can be laid out in different buffers, and their item field named differently (an
-    all-null list column built in memory and the same column read back from Parquet, which
-    names it "element"): the hash must see neither."""
-    import pyarrow.compute as pc
+    def __init__(self, schema: pa.Schema):
+        fields = [f for f in schema if not _timing(f.name)]
+        self._names = [f.name for f in fields]
+        self._types = "\n".join(f"{f.name}: {_type_text(f.type)}" for f in fields)
+        self._streams: dict[str, Any] = {}
+        # streams are keyed by position (column 2, its field 0: "2.0"; list items: "[]"),
+        # so no column name can stand for another's stream; the names are in `_types`.
+        # Every stream exists from the start: an empty table hashes as one without batches.
+        for index, f in enumerate(fields):
+            self._feed(str(index), pa.array([], f.type))
 
-    columns = []
-    for column in table.columns:
-        type_ = column.type
-        if pa.types.is_list(type_) and not pa.types.is_nested(type_.value_type):
-            array = column.combine_chunks()
-            lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
-            offsets = np.zeros(len(array) + 1, dtype=np.int32)
-            np.cumsum(lengths, out=offsets[1:])
-            column = pa.ListArray.from_arrays(
-                pa.array(offsets, pa.int32()),
-                pc.list_flatten(array),
-                type=pa.list_(type_.value_type),  # Parquet reads the item back as "element"
-                mask=array.is_null() if array.null_count else None,
+    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
+        for index, name in enumerate(self._names):
+            column = batch.column(name)
+            for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+                self._feed(str(index), chunk)
+
+    def hexdigest(self) -> str:
+        sha = hashlib.sha256(b"nova_eval content v2\n" + self._types.encode())
+        for key, stream in self._streams.items():
+            sha.update(f"\n{key}:".encode() + stream.digest())
+        return sha.hexdigest()
+
+    def _write(self, key: str, data: Any) -> None:
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = hashlib.sha256()
+        stream.update(data)
+
+    def _feed(self, key: str, array: pa.Array) -> None:
+        type_ = array.type
+        if pa.types.is_dictionary(type_):
+            array, type_ = array.dictionary_decode(), type_.value_type
+        if pa.types.is_string_view(type_) or pa.types.is_binary_view(type_):
+            wide = pa.large_string() if pa.types.is_string_view(type_) else pa.large_binary()
+            array, type_ = array.cast(wide), wide
+        valid = array.is_valid().to_numpy(zero_copy_only=False)
+        self._write(f"{key}#valid", valid.tobytes())
+        if pa.types.is_null(type_):
+            return
+        if pa.types.is_struct(type_):
+            for index, child in enumerate(array.flatten()):
+                self._feed(f"{key}.{index}", child)
+        elif pa.types.is_map(type_):
+            # as a list of key/value structs (list kernels take no maps)
+            offsets = array.offsets.to_numpy()
+            entries = array.values.slice(offsets[0], offsets[-1] - offsets[0])
+            as_list = pa.ListArray.from_arrays(
+                pa.array(offsets - offsets[0], pa.int32()), entries, mask=array.is_null()
             )
-        columns.append(column)
-    return pa.table(columns, names=table.column_names)
+            self._feed_list(key, as_list)
+        elif pa.types.is_list(type_) or pa.types.is_large_list(type_):
+            self._feed_list(key, array)
+        elif pa.types.is_fixed_size_list(type_):
+            self._feed(f"{key}[]", array.flatten())
+        elif (
+            pa.types.is_string(type_)
+            or pa.types.is_large_string(type_)
+            or pa.types.is_binary(type_)
+            or pa.types.is_large_binary(type_)
+        ):
+            empty = "" if pa.types.is_string(type_) or pa.types.is_large_string(type_) else b""
+            filled = pc.fill_null(array, empty) if array.null_count else array
+            wide = pa.types.is_large_string(type_) or pa.types.is_large_binary(type_)
+            offsets = np.frombuffer(
+                filled.buffers()[1],
+                dtype=np.int64 if wide else np.int32,
+                count=len(filled) + 1,
+                offset=filled.offset * (8 if wide else 4),
+            )
+            self._write(f"{key}#len", np.diff(offsets).astype(np.int64).tobytes())
+            data = filled.buffers()[2]
+            if data is not None and offsets[-1] > offsets[0]:
+                self._write(f"{key}#data", memoryview(data)[offsets[0] : offsets[-1]])
+        elif pa.types.is_boolean(type_):
+            values = pc.fill_null(array, False).to_numpy(zero_copy_only=False)
+            self._write(f"{key}#values", values.tobytes())
+        elif pa.types.is_integer(type_) or pa.types.is_floating(type_):
+            filled = pc.fill_null(array, 0) if array.null_count else array
+            self._write(f"{key}#values", filled.to_numpy(zero_copy_only=False).tobytes())
+        else:  # dates, times, decimals...: their text
+            self._feed(key, pc.cast(array, pa.large_string()))
+
+    def _feed_list(self, key: str, array: pa.Array) -> None:
+        lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
+        self._write(f"{key}#len", lengths.astype(np.int64).tobytes())
+        self._feed(f"{key}[]", array.flatten())  # the items of the valid lists, slice-aware
+
+
+def _type_text(type_: pa.DataType) -> str:
+    """A type as the content hash sees it: list item names left out, and string, binary
+    and list types alike whatever their offset width."""
+    if pa.types.is_dictionary(type_):
+        return _type_text(type_.value_type)
+    if pa.types.is_map(type_):
+        return f"map<{_type_text(type_.key_type)}, {_type_text(type_.item_type)}>"
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return f"list<{_type_text(type_.value_type)}>"
+    if pa.types.is_fixed_size_list(type_):
+        return f"list<{_type_text(type_.value_type)}>[{type_.list_size}]"
+    if pa.types.is_struct(type_):
+        return "struct<" + ", ".join(f"{f.name}: {_type_text(f.type)}" for f in type_) + ">"
+    if pa.types.is_large_string(type_) or pa.types.is_string_view(type_):
+        return "string"
+    if pa.types.is_large_binary(type_) or pa.types.is_binary_view(type_):
+        return "binary"
+    return str(type_)
+
+
+def table_sha256(table: pa.Table) -> str:
+    """A whole table's content hash: :class:`ContentHasher` fed the table."""
+    hasher = ContentHasher(table.schema)
+    hasher.update(table)
+    return hasher.hexdigest()
+
+
+def parquet_sha256(location: str) -> str:
+    """The content hash of a Parquet file's table, read batch by batch."""
+    hasher = ContentHasher(storage.parquet_schema(location))
+    for batch in storage.iter_parquet_batches(location, batch_size=storage.batch_rows()):
+        hasher.update(batch)
+    return hasher.hexdigest()
 
 
 def stream_sha256(location: str, chunk: int = 1 << 22) -> str:
@@ -140,9 +243,14 @@ def stat(location: str) -> FileStat | None:
 
 
 def with_lineage(table: pa.Table, lineage: dict[str, Any]) -> pa.Table:
-    metadata = dict(table.schema.metadata or {})
+    return table.replace_schema_metadata(schema_with_lineage(table.schema, lineage).metadata)
+
+
+def schema_with_lineage(schema: pa.Schema, lineage: dict[str, Any]) -> pa.Schema:
+    """``schema`` recording ``lineage`` (for a file written batch by batch)."""
+    metadata = dict(schema.metadata or {})
     metadata[METADATA_KEY] = json.dumps(lineage, sort_keys=True).encode()
-    return table.replace_schema_metadata(metadata)
+    return schema.with_metadata(metadata)
 
 
 def table_lineage(table: pa.Table) -> dict[str, Any] | None:
@@ -151,11 +259,23 @@ def table_lineage(table: pa.Table) -> dict[str, Any] | None:
 
 
 def read_lineage(location: str) -> dict[str, Any] | None:
-    """The lineage recorded in a Parquet file's footer (None: missing file or no lineage)."""
+    """The lineage recorded in a Parquet file's footer (None: missing file or no lineage).
+
+    Read from the file's key-value metadata, which holds the table schema's metadata and
+    what a streaming writer adds once every batch is written (:func:`record_lineage`)."""
     if not storage.exists(location):
         return None
-    raw = (storage.parquet_schema(location).metadata or {}).get(METADATA_KEY)
+    fs, path = storage.filesystem(location)
+    with fs.open_input_file(path) as source:
+        raw = (pq.ParquetFile(source).metadata.metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else None
+
+
+def record_lineage(writer: pq.ParquetWriter, lineage: dict[str, Any]) -> None:
+    """Record ``lineage`` in the footer of a file being written batch by batch (what is
+    known only at its end: a content hash). :func:`read_lineage` reads it; a table read
+    from the file keeps the lineage its schema had when the writer opened."""
+    writer.add_key_value_metadata({METADATA_KEY: json.dumps(lineage, sort_keys=True).encode()})
 
 
 # ---------------------------------------------------------------- versions
@@ -206,10 +326,11 @@ def model_id(loaded: LoadedRecipe) -> str:
         return f"name:{reference}"
 
 
-def prompts_hash(prompts: pa.Table) -> str:
-    """The content hash a prompts table records (computed when it records none)."""
-    recorded = (table_lineage(prompts) or {}).get("sha256")
-    return recorded or table_sha256(prompts)
+def prompts_hash(location: str) -> str:
+    """The content hash a prompts file records (computed, batch by batch, when it records
+    none: a file written before prompts recorded it)."""
+    recorded = (read_lineage(location) or {}).get("sha256")
+    return recorded or parquet_sha256(location)
 
 
 def prompts_sha256(loaded: LoadedRecipe) -> str | None:

@@ -282,10 +282,17 @@ def iter_parquet_batches(
     location: str, columns: list[str] | None = None, batch_size: int = 65_536
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of a Parquet file, streamed; ``columns`` may name nested fields
-    (``"token_logprobs.list.element.logprob"``) so unread leaves are never decoded."""
+    (``"token_logprobs.list.element.logprob"``) so unread leaves are never decoded.
+
+    One row group at a time: pyarrow pre-buffers every row group a reader is given, so a
+    reader over the whole file would hold the whole file in memory."""
     fs, path = _filesystem(location)
     with fs.open_input_file(path) as source:
-        yield from pq.ParquetFile(source).iter_batches(batch_size=batch_size, columns=columns)
+        parquet = pq.ParquetFile(source)
+        for group in range(parquet.num_row_groups):
+            yield from parquet.iter_batches(
+                batch_size=batch_size, row_groups=[group], columns=columns
+            )
 
 
 def parquet_schema(location: str) -> pa.Schema:

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -340,12 +341,18 @@ def _reason(exc: BaseException) -> str:
     return _truncate(text, 300)
 
 
+_COPY_CHUNK = 1 << 22
+
+
 def _local_copy(location: str, folder: str) -> str:
-    """A local file to upload: the file itself, or a copy of an s3:// object."""
+    """A local file to upload: the file itself, or a copy of an s3:// object, copied in
+    chunks (a large run's details Parquet is never held whole in memory)."""
     if not storage.is_remote(location):
         return location
     target = Path(folder) / location.rstrip("/").rsplit("/", 1)[-1]
-    target.write_bytes(storage.read_bytes(location))
+    fs, path = storage.filesystem(location)
+    with fs.open_input_stream(path) as source, target.open("wb") as sink:
+        shutil.copyfileobj(source, sink, _COPY_CHUNK)
     return str(target)
 
 

@@ -82,7 +82,7 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
         if outcome.problems:
             context.log.warning(outcome.report())
         return dg.MaterializeResult(
-            data_version=dg.DataVersion(lineage.table_sha256(outcome.table)),
+            data_version=dg.DataVersion(summary["sha256"]),  # the valid rows' content hash
             metadata=validation_metadata(summary),
         )
 

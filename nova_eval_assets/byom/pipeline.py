@@ -1,23 +1,26 @@
 """What the pipeline stages do with a recipe's processor and classification settings.
 
-Plain functions over Arrow tables and row dicts, called by :mod:`nova_eval_assets.stages`:
+Plain functions and classes over Arrow tables, record batches and row dicts, called by
+:mod:`nova_eval_assets.stages`:
 
-- :func:`apply_preprocessing` (``preprocessed_prompts``): each row's ``system``, ``prompt``
-  and ``gold`` are replaced by the preprocessor's answer, so inference sees, and every
+- :class:`Preprocessing` (``preprocessed_prompts``, batch by batch): each row's ``system``,
+  ``prompt`` and ``gold`` are replaced by the preprocessor's answer, so inference sees, and every
   output records, the rewritten text. A row whose call fails keeps its original text, gets
   ``preprocess_error``, is still generated (so batching, and hence results, do not depend
   on which rows failed or on the replica count), and is left out of every metric.
-- :func:`score_extras` (``postprocessed_metrics``, per replica): the postprocessor's metrics
-  for every scored row (``custom_metrics``, merged into ``metrics``), or its
-  ``postprocess_error``; and the classification columns (``gold_label``,
-  ``predicted_label``, ``label_valid``, ``label_problem``).
-- :func:`processor_section`, :func:`custom_aggregates`, :func:`classification_section`
-  (``aggregated_report``): counts, timings and aggregates for the results JSON.
+- :class:`ReplicaExtras` (``postprocessed_metrics``, per replica, batch by batch): the
+  postprocessor's metrics for every scored row (``custom_metrics``, merged into
+  ``metrics``), or its ``postprocess_error``; and the classification columns
+  (``gold_label``, ``predicted_label``, ``label_valid``, ``label_problem``).
+- :class:`ExtrasTally`, then :func:`processor_section`, :func:`custom_aggregates`,
+  :func:`classification_section` (``aggregated_report``): counts, timings and aggregates
+  for the results JSON, gathered batch by batch.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,8 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nova_eval_assets.byom.runner import CallResult, ProcessorRunner, check_error_rate
-from nova_eval_assets.metrics.classification import classification_report, extract_label
+from nova_eval_assets.metrics.classification import LabelCounts, extract_label
 from nova_eval_assets.metrics.custom import aggregate_custom
+from nova_eval_assets.metrics.gather import MetricValues, map_entries
 from nova_eval_assets.recipe import LoadedRecipe
 
 MAX_LISTED_ERRORS = 10
@@ -62,43 +66,63 @@ def first_errors(
 # ---------------------------------------------------------------- preprocessed_prompts
 
 
-def apply_preprocessing(loaded: LoadedRecipe, prompts: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
-    """Rewrite ``system``/``prompt``/``gold`` with the preprocessor; fill the processor columns.
+class Preprocessing:
+    """The recipe's preprocessor applied batch by batch (one runner for every batch), and a
+    summary of the calls over all of them.
 
-    Returns the table and a summary (empty when preprocessing is off). Failed calls are
-    recorded, never raised; the caller writes the table, then applies the recipe's
+    :meth:`apply` rewrites each row's ``system``, ``prompt`` and ``gold`` with the
+    preprocessor's answer and fills the processor columns. Failed calls are recorded,
+    never raised; the caller writes the rows, then applies the recipe's
     ``max_error_rate`` with :func:`check_preprocess_rate`.
     """
-    if not preprocessing_enabled(loaded):
-        return prompts, {}
-    runner = runner_for(loaded)
-    rows = prompts.select(["system", "prompt", "gold"]).to_pylist()
-    started = time.perf_counter()
-    results = runner.preprocess(rows)
-    wall = time.perf_counter() - started
-    columns = {name: prompts[name].to_pylist() for name in ("system", "prompt", "gold")}
-    for i, result in enumerate(results):
-        if result.ok:
-            for name in ("system", "prompt", "gold"):
-                columns[name][i] = result.body[name]
-    errors = [r.error for r in results]
-    table = prompts
-    for name, values in (
-        *columns.items(),
-        ("preprocess_error", errors),
-        ("preprocess_seconds", [r.seconds for r in results]),
-    ):
-        index = table.schema.get_field_index(name)
-        field = table.schema.field(index)
-        table = table.set_column(index, field, pa.array(values, type=field.type))
-    summary = {
-        "processor": runner.target,
-        "preprocess_errors": sum(e is not None for e in errors),
-        "preprocess_seconds": round(wall, 4),
-        "preprocess_call_seconds": round(sum(r.seconds for r in results), 4),
-        "preprocess_first_errors": first_errors(prompts["row_index"].to_pylist(), errors),
-    }
-    return table, summary
+
+    def __init__(self, loaded: LoadedRecipe):
+        self.runner = runner_for(loaded) if preprocessing_enabled(loaded) else None
+        self.errors = 0
+        self.wall_seconds = 0.0
+        self.call_seconds = 0.0
+        self.first_errors: list[dict[str, Any]] = []
+
+    def apply(self, prompts: pa.Table) -> pa.Table:
+        if self.runner is None:
+            return prompts
+        rows = prompts.select(["system", "prompt", "gold"]).to_pylist()
+        started = time.perf_counter()
+        results = self.runner.preprocess(rows)
+        self.wall_seconds += time.perf_counter() - started
+        columns = {name: prompts[name].to_pylist() for name in ("system", "prompt", "gold")}
+        for i, result in enumerate(results):
+            if result.ok:
+                for name in ("system", "prompt", "gold"):
+                    columns[name][i] = result.body[name]
+        errors = [r.error for r in results]
+        table = prompts
+        for name, values in (
+            *columns.items(),
+            ("preprocess_error", errors),
+            ("preprocess_seconds", [r.seconds for r in results]),
+        ):
+            index = table.schema.get_field_index(name)
+            field = table.schema.field(index)
+            table = table.set_column(index, field, pa.array(values, type=field.type))
+        self.errors += sum(e is not None for e in errors)
+        self.call_seconds += sum(r.seconds for r in results)
+        if len(self.first_errors) < MAX_LISTED_ERRORS:
+            listed = first_errors(prompts["row_index"].to_pylist(), errors)
+            self.first_errors = (self.first_errors + listed)[:MAX_LISTED_ERRORS]
+        return table
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and timings over every batch (empty when preprocessing is off)."""
+        if self.runner is None:
+            return {}
+        return {
+            "processor": self.runner.target,
+            "preprocess_errors": self.errors,
+            "preprocess_seconds": round(self.wall_seconds, 4),
+            "preprocess_call_seconds": round(self.call_seconds, 4),
+            "preprocess_first_errors": self.first_errors,
+        }
 
 
 def check_preprocess_rate(loaded: LoadedRecipe, summary: dict[str, Any], rows: int) -> None:
@@ -131,33 +155,71 @@ def _custom_metrics(
     return pairs, None
 
 
-def score_extras(
-    loaded: LoadedRecipe,
-    outputs: Sequence[dict[str, Any]],
-    scored: Sequence[bool],
-    builtin: Sequence[Sequence[tuple[str, float]]],
-) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """Per-row processor and classification columns for one replica, and a summary.
+class ReplicaExtras:
+    """The processor and classification columns of one replica, scored batch by batch, and
+    the postprocessing summary over every batch (:meth:`summary`)."""
 
-    ``outputs`` rows hold ``row_index``, ``prompt``, ``gold`` and ``prediction``; ``builtin``
-    is each row's built-in metric pairs (custom names must not clash with them).
-    """
-    n = len(outputs)
-    columns: dict[str, list[Any]] = {
-        "custom_metrics": [[] for _ in range(n)],
-        "postprocess_error": [None] * n,
-        "postprocess_seconds": [None] * n,
-        "gold_label": [None] * n,
-        "predicted_label": [None] * n,
-        "label_valid": [None] * n,
-        "label_problem": [None] * n,
-    }
-    summary: dict[str, Any] = {}
-    if postprocessing_enabled(loaded):
-        runner = runner_for(loaded)
-        todo = [i for i in range(n) if scored[i]]
+    def __init__(self, loaded: LoadedRecipe):
+        self.loaded = loaded
+        self.runner = runner_for(loaded) if postprocessing_enabled(loaded) else None
+        self.postprocessed = 0
+        self.errors = 0
+        self.wall_seconds = 0.0
+        self.call_seconds = 0.0
+        self.first_errors: list[dict[str, Any]] = []
+
+    def score(
+        self,
+        outputs: Sequence[dict[str, Any]],
+        scored: Sequence[bool],
+        builtin: Sequence[Sequence[tuple[str, float]]],
+    ) -> dict[str, list[Any]]:
+        """Per-row processor and classification columns for one batch of the replica.
+
+        ``outputs`` rows hold ``row_index``, ``prompt``, ``gold`` and ``prediction``;
+        ``builtin`` is each row's built-in metric pairs (custom names must not clash).
+        """
+        n = len(outputs)
+        columns: dict[str, list[Any]] = {
+            "custom_metrics": [[] for _ in range(n)],
+            "postprocess_error": [None] * n,
+            "postprocess_seconds": [None] * n,
+            "gold_label": [None] * n,
+            "predicted_label": [None] * n,
+            "label_valid": [None] * n,
+            "label_problem": [None] * n,
+        }
+        if self.runner is not None:
+            self._postprocess(outputs, scored, builtin, columns)
+        config = self.loaded.recipe.classification
+        if config is not None:
+            for i, row in enumerate(outputs):
+                gold = extract_label(row["gold"], config.label_field, "strict", config.labels)
+                if not gold.valid:
+                    columns["label_problem"][i] = f"gold_{gold.problem}"
+                    continue
+                columns["gold_label"][i] = gold.label
+                if not scored[i]:
+                    continue
+                pred = extract_label(
+                    row["prediction"], config.label_field, config.json_mode, config.labels
+                )
+                columns["predicted_label"][i] = pred.label
+                columns["label_valid"][i] = pred.valid
+                columns["label_problem"][i] = pred.problem
+        return columns
+
+    def _postprocess(
+        self,
+        outputs: Sequence[dict[str, Any]],
+        scored: Sequence[bool],
+        builtin: Sequence[Sequence[tuple[str, float]]],
+        columns: dict[str, list[Any]],
+    ) -> None:
+        assert self.runner is not None
+        todo = [i for i in range(len(outputs)) if scored[i]]
         started = time.perf_counter()
-        results = runner.postprocess(
+        results = self.runner.postprocess(
             [
                 {
                     "prompt": outputs[i]["prompt"],
@@ -167,7 +229,7 @@ def score_extras(
                 for i in todo
             ]
         )
-        wall = time.perf_counter() - started
+        self.wall_seconds += time.perf_counter() - started
         for i, result in zip(todo, results, strict=True):
             columns["postprocess_seconds"][i] = result.seconds
             if result.ok:
@@ -178,54 +240,102 @@ def score_extras(
             else:
                 columns["postprocess_error"][i] = result.error
         errors = columns["postprocess_error"]
-        summary = {
-            "processor": runner.target,
-            "postprocessed": len(todo),
-            "postprocess_errors": sum(e is not None for e in errors),
-            "postprocess_seconds": round(wall, 4),
-            "postprocess_call_seconds": round(sum(r.seconds for r in results), 4),
-            "postprocess_first_errors": first_errors([o["row_index"] for o in outputs], errors),
+        self.postprocessed += len(todo)
+        self.errors += sum(e is not None for e in errors)
+        self.call_seconds += sum(r.seconds for r in results)
+        self.first_errors += first_errors(
+            [o["row_index"] for o in outputs],
+            errors,
+            MAX_LISTED_ERRORS - len(self.first_errors),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The postprocessing counts and timings of every batch (empty when it is off)."""
+        if self.runner is None:
+            return {}
+        return {
+            "processor": self.runner.target,
+            "postprocessed": self.postprocessed,
+            "postprocess_errors": self.errors,
+            "postprocess_seconds": round(self.wall_seconds, 4),
+            "postprocess_call_seconds": round(self.call_seconds, 4),
+            "postprocess_first_errors": self.first_errors,
         }
-    config = loaded.recipe.classification
-    if config is not None:
-        for i, row in enumerate(outputs):
-            gold = extract_label(row["gold"], config.label_field, "strict", config.labels)
-            if not gold.valid:
-                columns["label_problem"][i] = f"gold_{gold.problem}"
-                continue
-            columns["gold_label"][i] = gold.label
-            if not scored[i]:
-                continue
-            pred = extract_label(
-                row["prediction"], config.label_field, config.json_mode, config.labels
-            )
-            columns["predicted_label"][i] = pred.label
-            columns["label_valid"][i] = pred.valid
-            columns["label_problem"][i] = pred.problem
-    return columns, summary
 
 
 # ---------------------------------------------------------------- aggregated_report
 
 
-def custom_metric_names(table: pa.Table) -> list[str]:
-    """Every custom metric name, in first-seen order."""
-    names: dict[str, None] = {}
-    for pairs in table["custom_metrics"].to_pylist():
-        for name, _ in pairs or []:
-            names.setdefault(name, None)
-    return list(names)
+_TIMINGS = ("preprocess_seconds", "postprocess_seconds", "latency_s")
 
 
-def custom_aggregates(loaded: LoadedRecipe, table: pa.Table) -> dict[str, float]:
+class ExtrasTally:
+    """The processor and classification columns of the joined examples, counted batch by
+    batch: what :func:`processor_section`, :func:`custom_aggregates` and
+    :func:`classification_section` report, without a Python object per row."""
+
+    def __init__(self, loaded: LoadedRecipe):
+        self.loaded = loaded
+        self.rows = 0
+        self.set_counts: Counter[str] = Counter()  # non-null values per column
+        self.seconds = dict.fromkeys(_TIMINGS, 0.0)
+        self.first_errors: list[dict[str, Any]] = []
+        self.custom_names: dict[str, None] = {}  # every row's, in first-seen order
+        self.custom = MetricValues()  # the scored rows' custom metrics
+        self.labels = LabelCounts()
+        self.gold_invalid = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        names = batch.schema.names
+        self.rows += batch.num_rows
+        for name in ("preprocess_error", "postprocess_error", "postprocess_seconds"):
+            if name in names:
+                self.set_counts[name] += batch.num_rows - batch.column(name).null_count
+        for name in _TIMINGS:
+            if name in names:
+                self.seconds[name] += float(pc.sum(batch.column(name)).as_py() or 0.0)
+        self._add_errors(batch)
+        scored = pc.fill_null(batch.column("scored"), False)
+        if "custom_metrics" in names:
+            keys, _ = map_entries(batch.column("custom_metrics"))
+            self.custom_names.update(dict.fromkeys(keys.dictionary.to_pylist()))
+            self.custom.add(batch.column("custom_metrics").filter(scored))
+        if self.loaded.recipe.classification is not None:
+            self._add_labels(batch.filter(scored))
+
+    def _add_errors(self, batch: pa.RecordBatch) -> None:
+        wanted = MAX_LISTED_ERRORS - len(self.first_errors)
+        columns = [c for c in ("preprocess_error", "postprocess_error") if c in batch.schema.names]
+        if wanted <= 0 or not columns:
+            return
+        failed = pc.is_valid(batch.column(columns[0]))
+        for column in columns[1:]:
+            failed = pc.or_(failed, pc.is_valid(batch.column(column)))
+        rows = batch.filter(failed).slice(0, wanted).select(["row_index", *columns]).to_pylist()
+        listed = [
+            {"row_index": r["row_index"], "stage": stage, "error": r[f"{stage}_error"]}
+            for r in rows
+            for stage in ("preprocess", "postprocess")
+            if r.get(f"{stage}_error") is not None
+        ]
+        self.first_errors += listed[:wanted]
+
+    def _add_labels(self, scored: pa.RecordBatch) -> None:
+        has_gold = pc.is_valid(scored.column("gold_label"))
+        self.gold_invalid += scored.num_rows - int(pc.sum(has_gold).as_py() or 0)
+        considered = scored.filter(has_gold)
+        valid = pc.fill_null(considered.column("label_valid"), False)
+        predicted = considered.column("predicted_label")
+        self.labels.add(
+            considered.column("gold_label").to_pylist(),
+            pc.if_else(valid, predicted, pa.scalar(None, predicted.type)).to_pylist(),
+            considered.column("label_problem").to_pylist(),
+        )
+
+
+def custom_aggregates(loaded: LoadedRecipe, tally: ExtrasTally) -> dict[str, float]:
     """Custom metrics of the scored rows, aggregated with ``processor.aggregation``."""
-    if "custom_metrics" not in table.column_names:
-        return {}
-    scored = table.filter(table["scored"])
-    values: dict[str, list[float]] = {}
-    for pairs in scored["custom_metrics"].to_pylist():
-        for name, value in pairs or []:
-            values.setdefault(name, []).append(value)
+    values = tally.custom.arrays()
     if not values:
         return {}
     config = loaded.recipe.active_processor
@@ -233,33 +343,13 @@ def custom_aggregates(loaded: LoadedRecipe, table: pa.Table) -> dict[str, float]
     return aggregate_custom(values, aggregation)
 
 
-def _count_set(table: pa.Table, column: str) -> int:
-    if column not in table.column_names:
-        return 0
-    return int(table.num_rows - table[column].null_count)
-
-
-def _sum(table: pa.Table, column: str) -> float:
-    if column not in table.column_names:
-        return 0.0
-    return float(pc.sum(table[column]).as_py() or 0.0)
-
-
-def processor_section(loaded: LoadedRecipe, table: pa.Table) -> dict[str, Any] | None:
+def processor_section(loaded: LoadedRecipe, tally: ExtrasTally) -> dict[str, Any] | None:
     """The processor's configuration, error counts and timings over the whole run."""
     config = loaded.recipe.active_processor
     if config is None:
         return None
-    pre_errors = _count_set(table, "preprocess_error")
-    post_errors = _count_set(table, "postprocess_error")
-    columns = ["row_index", "preprocess_error", "postprocess_error"]
-    rows = table.select(columns).to_pylist() if pre_errors + post_errors else []
-    listed = [
-        {"row_index": r["row_index"], "stage": stage, "error": r[f"{stage}_error"]}
-        for r in rows
-        for stage in ("preprocess", "postprocess")
-        if r.get(f"{stage}_error") is not None
-    ][:MAX_LISTED_ERRORS]
+    pre_errors = tally.set_counts["preprocess_error"]
+    post_errors = tally.set_counts["postprocess_error"]
     return {
         "target": config.lambda_arn or config.handler,
         "kind": "lambda" if config.lambda_arn else "local",
@@ -267,18 +357,16 @@ def processor_section(loaded: LoadedRecipe, table: pa.Table) -> dict[str, Any] |
         "postprocessing": config.postprocessing.enabled,
         "aggregation": config.aggregation,
         "max_error_rate": config.max_error_rate,
-        "custom_metrics": custom_metric_names(table)
-        if "custom_metrics" in table.column_names
-        else [],
-        "preprocessed": table.num_rows if config.preprocessing.enabled else 0,
-        "postprocessed": _count_set(table, "postprocess_seconds"),
+        "custom_metrics": list(tally.custom_names),
+        "preprocessed": tally.rows if config.preprocessing.enabled else 0,
+        "postprocessed": tally.set_counts["postprocess_seconds"],
         "preprocess_errors": pre_errors,
         "postprocess_errors": post_errors,
         "processor_errors": pre_errors + post_errors,
-        "preprocess_seconds": round(_sum(table, "preprocess_seconds"), 4),
-        "postprocess_seconds": round(_sum(table, "postprocess_seconds"), 4),
-        "inference_seconds": round(_sum(table, "latency_s"), 4),
-        "first_errors": listed,
+        "preprocess_seconds": round(tally.seconds["preprocess_seconds"], 4),
+        "postprocess_seconds": round(tally.seconds["postprocess_seconds"], 4),
+        "inference_seconds": round(tally.seconds["latency_s"], 4),
+        "first_errors": tally.first_errors,
     }
 
 
@@ -292,26 +380,16 @@ def check_report_rate(loaded: LoadedRecipe, section: dict[str, Any] | None, rows
         )
 
 
-def classification_section(loaded: LoadedRecipe, table: pa.Table) -> dict[str, Any] | None:
+def classification_section(loaded: LoadedRecipe, tally: ExtrasTally) -> dict[str, Any] | None:
     """The classification report over scored rows with a valid gold label."""
     config = loaded.recipe.classification
     if config is None:
         return None
-    rows = table.select(
-        ["scored", "gold_label", "predicted_label", "label_valid", "label_problem"]
-    ).to_pylist()
-    considered = [r for r in rows if r["scored"] and r["gold_label"] is not None]
-    report = classification_report(
-        [r["gold_label"] for r in considered],
-        [r["predicted_label"] if r["label_valid"] else None for r in considered],
-        [r["label_problem"] for r in considered],
-        labels=config.labels,
-    )
     return {
         "label_field": config.label_field,
         "json_mode": config.json_mode,
-        "gold_invalid": sum(r["gold_label"] is None for r in rows if r["scored"]),
-        **report,
+        "gold_invalid": tally.gold_invalid,
+        **tally.labels.report(labels=config.labels),
     }
 
 

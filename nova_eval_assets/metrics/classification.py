@@ -47,6 +47,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .stats import mean_and_stderr
 
 JSON_MODES = ("strict", "embedded")
@@ -134,6 +136,102 @@ def _f1(tp: float, fp: float, fn: float) -> float:
     return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
+class LabelCounts:
+    """What the report needs of the examples, counted batch by batch: examples per (gold,
+    prediction) pair, invalid predictions per reason, and each example's 0/1 correctness in
+    order (one byte per example; its standard error is computed from the column itself)."""
+
+    def __init__(self) -> None:
+        self.pairs: Counter[tuple[str, str | None]] = Counter()  # first-seen order
+        self.reasons: Counter[str] = Counter()
+        self._correct: list[np.ndarray] = []
+
+    def add(
+        self,
+        gold: Sequence[str],
+        predicted: Sequence[str | None],
+        problems: Sequence[str | None] | None = None,
+    ) -> None:
+        """Add examples; ``predicted[i]`` None = invalid, for the reason ``problems[i]``."""
+        if len(gold) != len(predicted):
+            raise ValueError(f"{len(gold)} gold labels but {len(predicted)} predictions")
+        problems = problems if problems is not None else [None] * len(gold)
+        self.pairs.update(zip(gold, predicted, strict=True))
+        self.reasons.update(
+            r or "unknown" for p, r in zip(predicted, problems, strict=True) if p is None
+        )
+        correct = [p is not None and p == g for g, p in zip(gold, predicted, strict=True)]
+        self._correct.append(np.array(correct, dtype=bool))
+
+    def report(self, labels: Sequence[str] | None = None) -> dict[str, Any]:
+        """The report over the examples added (see the module docstring)."""
+        n = self.pairs.total()
+        if labels is not None:
+            classes = list(labels)
+        else:
+            seen = {g for g, _ in self.pairs} | {p for _, p in self.pairs if p is not None}
+            classes = sorted(seen)
+        index = {c: i for i, c in enumerate(classes)}
+        width = len(classes) + 1
+        matrix = [[0] * width for _ in classes]
+        for (g, p), count in self.pairs.items():
+            if g not in index:
+                raise ValueError(f"gold label {g!r} is not among the classes {classes}")
+            column = index[p] if p is not None and p in index else width - 1
+            matrix[index[g]][column] += count
+        per_class: dict[str, dict[str, float | int]] = {}
+        tp_sum = fp_sum = fn_sum = 0
+        for c, i in index.items():
+            tp = matrix[i][i]
+            support = sum(matrix[i])
+            predicted_c = sum(row[i] for row in matrix)
+            fp, fn = predicted_c - tp, support - tp
+            tp_sum, fp_sum, fn_sum = tp_sum + tp, fp_sum + fp, fn_sum + fn
+            per_class[c] = {
+                "precision": _ratio(tp, tp + fp),
+                "recall": _ratio(tp, tp + fn),
+                "f1": _f1(tp, fp, fn),
+                "support": support,
+                "predicted": predicted_c,
+            }
+        invalid = sum(count for (_, p), count in self.pairs.items() if p is None)
+        correct = np.concatenate(self._correct) if self._correct else np.zeros(0, dtype=bool)
+        accuracy, accuracy_stderr = mean_and_stderr(correct.astype(np.float64))
+
+        def macro(key: str) -> float:
+            if not per_class:
+                return math.nan
+            return sum(v[key] for v in per_class.values()) / len(per_class)
+
+        report: dict[str, Any] = {
+            "examples": n,
+            "accuracy": accuracy,
+            "accuracy_stderr": accuracy_stderr,
+            "macro_precision": macro("precision"),
+            "macro_recall": macro("recall"),
+            "macro_f1": macro("f1"),
+            "micro_precision": _ratio(tp_sum, tp_sum + fp_sum),
+            "micro_recall": _ratio(tp_sum, tp_sum + fn_sum),
+            "micro_f1": _f1(tp_sum, fp_sum, fn_sum),
+            "invalid_count": invalid,
+            "invalid_rate": invalid / n if n else math.nan,
+            "invalid_reasons": {
+                r: self.reasons[r] for r in (*PROBLEMS, "unknown") if self.reasons.get(r)
+            },
+            "classes": classes,
+            "per_class": per_class,
+            "confusion_matrix": {
+                "rows": classes,
+                "columns": [*classes, INVALID_COLUMN],
+                "matrix": matrix,
+            },
+        }
+        if n == 0:
+            for key in ("micro_precision", "micro_recall", "micro_f1"):
+                report[key] = math.nan
+        return _json_safe(report)
+
+
 def classification_report(
     gold: Sequence[str],
     predicted: Sequence[str | None],
@@ -145,71 +243,9 @@ def classification_report(
     ``problems[i]`` is the reason an invalid prediction is invalid (counted in
     ``invalid_reasons``). See the module docstring for every definition.
     """
-    if len(gold) != len(predicted):
-        raise ValueError(f"{len(gold)} gold labels but {len(predicted)} predictions")
-    problems = list(problems) if problems is not None else [None] * len(gold)
-    n = len(gold)
-    if labels is not None:
-        classes = list(labels)
-    else:
-        classes = sorted(set(gold) | {p for p in predicted if p is not None})
-    index = {c: i for i, c in enumerate(classes)}
-    width = len(classes) + 1
-    matrix = [[0] * width for _ in classes]
-    correct = []
-    for g, p in zip(gold, predicted, strict=True):
-        if g not in index:
-            raise ValueError(f"gold label {g!r} is not among the classes {classes}")
-        column = index[p] if p is not None and p in index else width - 1
-        matrix[index[g]][column] += 1
-        correct.append(float(p is not None and p == g))
-    per_class: dict[str, dict[str, float | int]] = {}
-    tp_sum = fp_sum = fn_sum = 0
-    for c, i in index.items():
-        tp = matrix[i][i]
-        support = sum(matrix[i])
-        predicted_c = sum(row[i] for row in matrix)
-        fp, fn = predicted_c - tp, support - tp
-        tp_sum, fp_sum, fn_sum = tp_sum + tp, fp_sum + fp, fn_sum + fn
-        per_class[c] = {
-            "precision": _ratio(tp, tp + fp),
-            "recall": _ratio(tp, tp + fn),
-            "f1": _f1(tp, fp, fn),
-            "support": support,
-            "predicted": predicted_c,
-        }
-    invalid = sum(p is None for p in predicted)
-    reasons = Counter(r or "unknown" for p, r in zip(predicted, problems, strict=True) if p is None)
-    accuracy, accuracy_stderr = mean_and_stderr(correct)
-
-    def macro(key: str) -> float:
-        return sum(v[key] for v in per_class.values()) / len(per_class) if per_class else math.nan
-
-    report: dict[str, Any] = {
-        "examples": n,
-        "accuracy": accuracy,
-        "accuracy_stderr": accuracy_stderr,
-        "macro_precision": macro("precision"),
-        "macro_recall": macro("recall"),
-        "macro_f1": macro("f1"),
-        "micro_precision": _ratio(tp_sum, tp_sum + fp_sum),
-        "micro_recall": _ratio(tp_sum, tp_sum + fn_sum),
-        "micro_f1": _f1(tp_sum, fp_sum, fn_sum),
-        "invalid_count": invalid,
-        "invalid_rate": invalid / n if n else math.nan,
-        "invalid_reasons": {r: reasons[r] for r in (*PROBLEMS, "unknown") if reasons.get(r)},
-        "classes": classes,
-        "per_class": per_class,
-        "confusion_matrix": {
-            "rows": classes,
-            "columns": [*classes, INVALID_COLUMN],
-            "matrix": matrix,
-        },
-    }
-    if n == 0:
-        for key in ("micro_precision", "micro_recall", "micro_f1"):
-            report[key] = math.nan
-    return _json_safe(report)
+    counts = LabelCounts()
+    counts.add(gold, predicted, problems)
+    return counts.report(labels)
 
 
 def _json_safe(value: Any) -> Any:

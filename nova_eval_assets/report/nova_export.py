@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from nova_eval_assets import storage
 from nova_eval_assets.layout import safe_name
@@ -45,40 +46,54 @@ def token_top_dict(top: list[dict[str, Any]]) -> dict[str, float]:
 
 
 IMAGE_FIELDS = ("image_count", "image_sha256")
+DETAILS_SCHEMA = pa.schema([(name, pa.string()) for name in DETAILS_COLUMNS])
+_INFERENCE_OUTPUT_COLUMNS = ["prompt", "prediction", "gold", "metadata"]
+_DETAILS_SOURCE_COLUMNS = ["prompt", "gold", "prediction", "metrics", "metadata", "token_logprobs"]
 
 
-def image_fields(table: pa.Table) -> list[str]:
+def _batches(examples: str | pa.Table, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """``columns`` of the examples (a table, or examples.parquet read in batches)."""
+    if isinstance(examples, pa.Table):
+        yield from examples.select(columns).to_batches(max_chunksize=storage.batch_rows())
+    else:
+        yield from storage.iter_parquet_batches(examples, columns, storage.batch_rows())
+
+
+def image_fields(examples: str | pa.Table) -> list[str]:
     """The image columns to export: both when any row has an image, else none."""
-    if not all(name in table.column_names for name in IMAGE_FIELDS):
+    names = (
+        examples.column_names
+        if isinstance(examples, pa.Table)
+        else storage.parquet_schema(examples).names
+    )
+    if not all(name in names for name in IMAGE_FIELDS):
         return []
-    counts = table["image_count"].to_pylist()
-    return list(IMAGE_FIELDS) if any(counts) else []
+    for batch in _batches(examples, ["image_count"]):
+        if (pc.max(batch.column("image_count")).as_py() or 0) > 0:
+            return list(IMAGE_FIELDS)
+    return []
 
 
 def _image_values(row: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return {name: (row[name] or 0) if name == "image_count" else row[name] for name in fields}
 
 
-def inference_output_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
-    images = image_fields(table)
-    for row in table.select(["prompt", "prediction", "gold", "metadata", *images]).to_pylist():
-        yield {
-            "prompt": row["prompt"],
-            "inference": row["prediction"],
-            "gold": row["gold"],
-            "metadata": row["metadata"],
-            **_image_values(row, images),
-        }
+def inference_output_rows(examples: str | pa.Table, images: list[str]) -> Iterator[dict[str, Any]]:
+    for batch in _batches(examples, [*_INFERENCE_OUTPUT_COLUMNS, *images]):
+        for row in batch.to_pylist():
+            yield {
+                "prompt": row["prompt"],
+                "inference": row["prediction"],
+                "gold": row["gold"],
+                "metadata": row["metadata"],
+                **_image_values(row, images),
+            }
 
 
-def details_table(table: pa.Table) -> pa.Table:
-    """The details Parquet columns, each cell a Python-literal string."""
-    images = image_fields(table)
-    rows = table.select(
-        ["prompt", "gold", "prediction", "metrics", "metadata", "token_logprobs", *images]
-    ).to_pylist()
+def details_table(batch: pa.RecordBatch | pa.Table, images: list[str]) -> pa.Table:
+    """The details Parquet columns of some examples, each cell a Python-literal string."""
     columns: dict[str, list[str]] = {name: [] for name in DETAILS_COLUMNS}
-    for row in rows:
+    for row in batch.select([*_DETAILS_SOURCE_COLUMNS, *images]).to_pylist():
         columns["example"].append(row["prompt"])
         columns["gold"].append(row["gold"])
         columns["predictions"].append(repr([row["prediction"]]))
@@ -89,16 +104,23 @@ def details_table(table: pa.Table) -> pa.Table:
         columns["pred_logprobs"].append(
             repr([[token_top_dict(token["top"]) for token in row["token_logprobs"] or []]])
         )
-    return pa.table(columns, schema=pa.schema([(name, pa.string()) for name in DETAILS_COLUMNS]))
+    return pa.table(columns, schema=DETAILS_SCHEMA)
 
 
-def write_nova_export(table: pa.Table, results_dir: str, model: str, stamp: str) -> dict[str, str]:
-    """Write both files under ``results_dir``; ``model`` (run.model_name_or_path as written)
-    names the details folder through safe_name, so no model name leads outside it."""
+def write_nova_export(
+    examples: str | pa.Table, results_dir: str, model: str, stamp: str
+) -> dict[str, str]:
+    """Write both files under ``results_dir`` from the examples (examples.parquet is read in
+    record batches of :func:`storage.batch_rows` rows, and both files written batch by
+    batch); ``model`` (run.model_name_or_path as written) names the details folder through
+    safe_name, so no model name leads outside it."""
     inference_path = storage.join(results_dir, "inference_output.jsonl")
     details_path = storage.join(
         results_dir, "details", safe_name(model), stamp, details_file_name(stamp)
     )
-    storage.write_jsonl(inference_path, inference_output_rows(table))
-    storage.write_parquet(details_path, details_table(table))
+    images = image_fields(examples)
+    storage.write_jsonl(inference_path, inference_output_rows(examples, images))
+    with storage.parquet_writer(details_path, DETAILS_SCHEMA) as writer:
+        for batch in _batches(examples, [*_DETAILS_SOURCE_COLUMNS, *images]):
+            writer.write_table(details_table(batch, images))
     return {"inference_output": inference_path, "details": details_path}

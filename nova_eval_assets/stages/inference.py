@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from nova_eval_assets import lineage, resume, storage
 from nova_eval_assets.dataset import (
     shard_ranges,
 )
-from nova_eval_assets.engines.base import Engine, GenerationRequest, SamplingSettings
+from nova_eval_assets.engines.base import Engine, Generation, GenerationRequest, SamplingSettings
+from nova_eval_assets.engines.collector import collector_paused
 from nova_eval_assets.engines.reasoning import check_recipe_reasoning
 from nova_eval_assets.engines.vision import check_engine_requests
 from nova_eval_assets.layout import EvalLayout
@@ -26,7 +28,12 @@ from nova_eval_assets.stages.engine_setup import (
     sampling_settings,
 )
 from nova_eval_assets.stages.prompts import image_columns
-from nova_eval_assets.stages.schemas import IMAGES_FIELD, INFERENCE_SCHEMA
+from nova_eval_assets.stages.schemas import (
+    IMAGES_FIELD,
+    INFERENCE_SCHEMA,
+    TOKEN_LOGPROB,
+    TOP_TOKEN,
+)
 
 # ---------------------------------------------------------------- inference_outputs
 
@@ -54,27 +61,29 @@ def run_inference(
     ``reuse``, an existing output with the same lineage is kept instead of regenerated.
     """
     layout = EvalLayout.for_recipe(loaded)
-    prompts = storage.read_parquet(layout.prompts)
     replicas = loaded.recipe.run.replicas
     path = layout.inference(replica, replicas)
     inference = loaded.recipe.inference
     if engine is None and inference.engine == "openai" and inference.server is None:
         engine = load_engine(loaded)  # its identity is what the server serves (/v1/models)
     model_id = engine.model_id if engine is not None else recipe_model_id(loaded)
-    recorded = lineage.inference_lineage(loaded, replica, lineage.prompts_hash(prompts), model_id)
+    prompts_sha256 = lineage.prompts_hash(layout.prompts)  # recorded in the prompts file
+    recorded = lineage.inference_lineage(loaded, replica, prompts_sha256, model_id)
     previous = lineage.read_lineage(path) if reuse else None
     if previous is not None and previous.get("data_version") == recorded["data_version"]:
-        table = storage.read_parquet(path)
+        tally = ShardTally()
+        for batch in storage.iter_parquet_batches(path, columns=list(ShardTally.COLUMNS)):
+            tally.add(batch)
         if on_batch is not None:
-            on_batch(table.num_rows, table.num_rows)
-        summary = _inference_summary(table, recorded, path, reused=True)
+            on_batch(tally.rows, tally.rows)
+        summary = _inference_summary(tally, recorded, path, reused=True)
         check_error_rate(loaded, summary)
         return summary
     with contextlib.ExitStack() as stack:  # a managed server lives as long as this block
         if engine is None:
             check_recipe_reasoning(loaded.recipe)  # from the chat template, before the weights
             engine = open_engine(loaded, replica, stack, model_id)
-        summary = _generate_shard(loaded, replica, engine, prompts, path, recorded, on_batch)
+        summary = _generate_shard(loaded, replica, engine, layout.prompts, path, recorded, on_batch)
     check_error_rate(loaded, summary)  # after the rows are written: they stay recorded
     return summary
 
@@ -83,62 +92,141 @@ def _generate_shard(
     loaded: LoadedRecipe,
     replica: int,
     engine: Engine,
-    prompts: pa.Table,
+    prompts: str,
     path: str,
     recorded: dict[str, Any],
     on_batch: ProgressCallback | None,
 ) -> dict[str, Any]:
-    """The replica's shard block by block (checkpointed), then its output file."""
+    """The replica's shard of the prompts file, read and generated block by block
+    (checkpointed), and written to its output file as the blocks finish: memory holds a
+    block and a row group (:func:`storage.batch_rows`), never the shard."""
     replicas = loaded.recipe.run.replicas
     # Shards start on the engine's batching blocks, so the replica count never changes
     # which rows are batched together (and so never changes the results).
     batch_size = loaded.recipe.inference.batch_size or engine.default_batch_size
     block = engine.block_size(batch_size)
-    start, end = replica_range(prompts.num_rows, replica, replicas, block)
-    shard = prompts.slice(start, end - start)
+    start, end = replica_range(parquet_rows(prompts), replica, replicas, block)
+    shard_rows = end - start
     settings = sampling_settings(loaded)
     check_settings = getattr(engine, "check_settings", None)
     if check_settings is not None:  # e.g. reasoning on a model without a thinking switch
         check_settings(settings)
-    if "image_count" in shard.column_names and pc.max(shard["image_count"]).as_py():
+    if _shard_has_images(prompts, start, end):
         # a model without vision is refused before the first block, not after some
-        check_engine_requests(engine, build_requests(shard))
+        check_engine_requests(engine, ShardRequests(prompts, start, end, block))
     checkpoints = resume.BlockCheckpoints(path, recorded["data_version"])
-    parts, resumed, elapsed, generated_now = [], 0, 0.0, 0
-    for index, offset in enumerate(range(0, shard.num_rows, block)):
-        rows = shard.slice(offset, block)
-        part = checkpoints.load(index, rows["row_index"].combine_chunks())
-        if part is None:
-            progress = (
-                None
-                if on_batch is None
-                else lambda done, _total, offset=offset: on_batch(offset + done, shard.num_rows)
-            )
-            started = time.perf_counter()
-            part = _generate_block(engine, rows, replica, settings, batch_size, progress)
-            elapsed += time.perf_counter() - started
-            generated_now += pc.sum(part["completion_tokens"]).as_py() or 0
-            checkpoints.save(index, part)
-        else:
-            resumed += 1
-            if on_batch is not None:
-                on_batch(offset + rows.num_rows, shard.num_rows)
-        parts.append(part)
-    table = pa.concat_tables(parts) if parts else INFERENCE_SCHEMA.empty_table()
-    # what ran the model (dtype, device, ...), beside the lineage: write_report reads it
-    runtime = getattr(engine, "runtime", None)
-    engine_info = runtime() if callable(runtime) else {"engine": loaded.recipe.inference.engine}
-    storage.write_parquet(path, lineage.with_lineage(table, {**recorded, "engine": engine_info}))
+    tally = ShardTally()
+    blocks, resumed, elapsed, generated_now = 0, 0, 0.0, 0
+    group_rows = storage.batch_rows()
+    schema = lineage.schema_with_lineage(INFERENCE_SCHEMA, recorded)
+    with storage.parquet_writer(path, schema) as writer:
+        finished: list[pa.Table] = []  # blocks not yet written, up to one row group
+        for index, rows in enumerate(iter_row_blocks(prompts, start, end, block)):
+            offset = index * block
+            part = checkpoints.load(index, rows["row_index"].combine_chunks())
+            if part is None:
+                progress = (
+                    None
+                    if on_batch is None
+                    else lambda done, _total, offset=offset: on_batch(offset + done, shard_rows)
+                )
+                started = time.perf_counter()
+                part = _generate_block(engine, rows, replica, settings, batch_size, progress)
+                elapsed += time.perf_counter() - started
+                generated_now += pc.sum(part["completion_tokens"]).as_py() or 0
+                checkpoints.save(index, part)
+            else:
+                resumed += 1
+                if on_batch is not None:
+                    on_batch(offset + rows.num_rows, shard_rows)
+            blocks += 1
+            tally.add(part)
+            finished.append(part)
+            if sum(p.num_rows for p in finished) >= group_rows:
+                writer.write_table(pa.concat_tables(finished))
+                finished = []
+        if finished:
+            writer.write_table(pa.concat_tables(finished))
+        # what ran the model (dtype, device, ...), beside the lineage: write_report reads it
+        runtime = getattr(engine, "runtime", None)
+        engine_info = runtime() if callable(runtime) else {"engine": loaded.recipe.inference.engine}
+        lineage.record_lineage(writer, {**recorded, "engine": engine_info})
     checkpoints.clear()
-    summary = _inference_summary(table, recorded, path, reused=False)
+    summary = _inference_summary(tally, recorded, path, reused=False)
     summary.update(
         row_range=[start, end],
         resumed_blocks=resumed,
-        blocks=len(parts),
+        blocks=blocks,
         seconds=round(elapsed, 3),
     )
     summary["tokens_per_second"] = round(generated_now / elapsed, 2) if elapsed > 0 else None
     return summary
+
+
+def parquet_rows(location: str) -> int:
+    """Rows of a Parquet file, from its footer."""
+    fs, path = storage.filesystem(location)
+    with fs.open_input_file(path) as source:
+        return pq.ParquetFile(source).metadata.num_rows
+
+
+def iter_row_blocks(
+    location: str, start: int, end: int, block: int, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
+    """Rows ``start..end`` of a Parquet file in tables of ``block`` rows (the last may be
+    shorter), decoding only the row groups that hold them."""
+    fs, path = storage.filesystem(location)
+    with fs.open_input_file(path) as source:
+        parquet = pq.ParquetFile(source)
+        groups, skip, position = [], 0, 0
+        for group in range(parquet.metadata.num_row_groups):
+            size = parquet.metadata.row_group(group).num_rows
+            if position < end and position + size > start:
+                if not groups:
+                    skip = start - position  # rows of the first group before the shard
+                groups.append(group)
+            position += size
+        if not groups:
+            return
+        left, held = end - start, None  # rows still to read; rows read, not yet yielded
+        for batch in parquet.iter_batches(batch_size=block, row_groups=groups, columns=columns):
+            cut = min(skip, batch.num_rows)
+            skip -= cut
+            batch = batch.slice(cut, left)
+            left -= batch.num_rows
+            if batch.num_rows:
+                rows = pa.Table.from_batches([batch])
+                held = rows if held is None else pa.concat_tables([held, rows])
+                while held.num_rows >= block:
+                    yield held.slice(0, block)
+                    held = held.slice(block)
+            if left == 0:
+                break
+        if held is not None and held.num_rows:
+            yield held
+
+
+class ShardRequests:
+    """The engine's requests for rows ``start..end`` of a prompts file, re-read block by
+    block at each iteration: an engine's check of the requests' images (``check_requests``)
+    sees every row without the shard's images held in memory."""
+
+    def __init__(self, prompts: str, start: int, end: int, block: int):
+        self.prompts, self.start, self.end, self.block = prompts, start, end, block
+
+    def __iter__(self) -> Iterator[GenerationRequest]:
+        names = storage.parquet_schema(self.prompts).names
+        columns = [n for n in ("row_index", "prompt", "system", "images") if n in names]
+        for rows in iter_row_blocks(self.prompts, self.start, self.end, self.block, columns):
+            yield from build_requests(rows)
+
+
+def _shard_has_images(prompts: str, start: int, end: int) -> bool:
+    """Whether a row of the shard has images (read from the image_count column only)."""
+    if "image_count" not in storage.parquet_schema(prompts).names:
+        return False  # a prompts table written before images were a field
+    blocks = iter_row_blocks(prompts, start, end, storage.batch_rows(), ["image_count"])
+    return any(pc.max(rows["image_count"]).as_py() for rows in blocks)
 
 
 def build_requests(rows: pa.Table) -> list[GenerationRequest]:
@@ -155,6 +243,8 @@ def build_requests(rows: pa.Table) -> list[GenerationRequest]:
     ]
 
 
+# the collector is off while the block's generations live, and they die with this call
+@collector_paused()
 def _generate_block(
     engine: Engine,
     rows: pa.Table,
@@ -180,34 +270,84 @@ def _generate_block(
     columns["completion_tokens"] = [g.completion_tokens for g in generations]
     columns["max_new_tokens"] = [g.max_new_tokens for g in generations]
     columns["latency_s"] = [g.latency_s for g in generations]
-    columns["token_logprobs"] = [
-        [
-            {
-                "token": t.token,
-                "logprob": t.logprob,
-                "top": [{"token": tok, "logprob": lp} for tok, lp in t.top],
-                "constrained_logprob": t.constrained_logprob,
-                "forced": t.forced,
-            }
-            for t in g.tokens
-        ]
-        for g in generations
-    ]
+    columns["token_logprobs"] = token_logprobs_array(generations)
     return pa.table(columns, schema=INFERENCE_SCHEMA)
 
 
+def token_logprobs_array(generations: list[Generation]) -> pa.Array:
+    """The block's ``token_logprobs`` column, built from one flat list per field and the
+    list offsets: a dict per token and per top entry (and the garbage collector's passes
+    over them) cost more than a served engine's requests (bench/client.py)."""
+    tokens: list[str] = []
+    logprobs: list[float] = []
+    constrained: list[float | None] = []
+    forced: list[bool | None] = []
+    top_tokens: list[str] = []
+    top_logprobs: list[float] = []
+    row_offsets, top_offsets = [0], [0]
+    for generation in generations:
+        for token in generation.tokens:
+            tokens.append(token.token)
+            logprobs.append(token.logprob)
+            constrained.append(token.constrained_logprob)
+            forced.append(token.forced)
+            for text, logprob in token.top:
+                top_tokens.append(text)
+                top_logprobs.append(logprob)
+            top_offsets.append(len(top_tokens))
+        row_offsets.append(len(tokens))
+    top = pa.StructArray.from_arrays(
+        [pa.array(top_tokens, pa.string()), pa.array(top_logprobs, pa.float64())],
+        fields=list(TOP_TOKEN),
+    )
+    structs = pa.StructArray.from_arrays(
+        [
+            pa.array(tokens, pa.string()),
+            pa.array(logprobs, pa.float64()),
+            pa.ListArray.from_arrays(pa.array(top_offsets, pa.int32()), top),
+            pa.array(constrained, pa.float64()),
+            pa.array(forced, pa.bool_()),
+        ],
+        fields=list(TOKEN_LOGPROB),
+    )
+    return pa.ListArray.from_arrays(pa.array(row_offsets, pa.int32()), structs)
+
+
+class ShardTally:
+    """Running counts of a replica's output, part by part: rows, error rows, generated
+    tokens and the row-index range."""
+
+    COLUMNS = ("row_index", "finish_reason", "completion_tokens")  # what it reads
+
+    def __init__(self) -> None:
+        self.rows = self.errors = self.generated_tokens = 0
+        self.low: int | None = None
+        self.high: int | None = None
+
+    def add(self, part: pa.Table | pa.RecordBatch) -> None:
+        if not part.num_rows:
+            return
+        self.rows += part.num_rows
+        self.errors += int(pc.sum(pc.equal(part["finish_reason"], "error")).as_py() or 0)
+        self.generated_tokens += int(pc.sum(part["completion_tokens"]).as_py() or 0)
+        low, high = pc.min(part["row_index"]).as_py(), pc.max(part["row_index"]).as_py()
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+
+    @property
+    def row_range(self) -> list[int]:
+        return [self.low, self.high + 1] if self.rows else []
+
+
 def _inference_summary(
-    table: pa.Table, recorded: dict[str, Any], path: str, reused: bool
+    tally: ShardTally, recorded: dict[str, Any], path: str, reused: bool
 ) -> dict[str, Any]:
-    row_index = table["row_index"]
     return {
         "replica": recorded["replica"],
-        "rows": table.num_rows,
-        "row_range": (
-            [pc.min(row_index).as_py(), pc.max(row_index).as_py() + 1] if table.num_rows else []
-        ),
-        "errors": int(pc.sum(pc.equal(table["finish_reason"], "error")).as_py() or 0),
-        "generated_tokens": int(pc.sum(table["completion_tokens"]).as_py() or 0),
+        "rows": tally.rows,
+        "row_range": tally.row_range,
+        "errors": tally.errors,
+        "generated_tokens": tally.generated_tokens,
         "seconds": 0.0,
         "tokens_per_second": None,
         "model_id": recorded["model_id"],
@@ -228,10 +368,12 @@ def check_error_rate(loaded: LoadedRecipe, summary: dict[str, Any]) -> None:
     rows, errors = summary["rows"], summary["errors"]
     if limit is None or rows == 0 or errors / rows <= limit:
         return
-    first = storage.read_parquet(summary["path"], columns=["error"]).filter(
-        pc.invert(pc.is_null(pc.field("error")))
-    )
-    example = first["error"][0].as_py() if first.num_rows else None
+    example = None
+    for batch in storage.iter_parquet_batches(summary["path"], columns=["error"]):
+        failed = batch["error"].drop_null()
+        if len(failed):
+            example = failed[0].as_py()
+            break
     raise InferenceErrorRateError(
         f"replica {summary['replica']}: {errors} of {rows} rows failed "
         f"({errors / rows:.1%}), above inference.max_error_rate {limit:g}; the rows are "

@@ -1,9 +1,11 @@
 """aggregated_report: every replica fanned in; the results JSON, the Nova export, our
-examples table."""
+examples table. Streamed: the replicas are read, joined and written in record batches, and
+the aggregates gathered from them (:class:`ReportTally`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,8 +19,9 @@ from nova_eval_assets.metrics import (
     PER_EXAMPLE_METRICS,
     aggregate_gen_qa,
 )
+from nova_eval_assets.metrics.gather import MetricValues, StatsRows
 from nova_eval_assets.recipe import LoadedRecipe
-from nova_eval_assets.report.coverage import coverage_markdown, coverage_section
+from nova_eval_assets.report.coverage import CoverageTally, coverage_markdown
 from nova_eval_assets.report.nova_export import write_nova_export
 from nova_eval_assets.report.results import (
     classification_markdown,
@@ -31,79 +34,198 @@ from nova_eval_assets.stages.schemas import METRICS_SCHEMA
 # ---------------------------------------------------------------- aggregated_report
 
 
-def collect_replicas(loaded: LoadedRecipe) -> pa.Table:
-    """Every replica's inference and metrics joined, in global row order."""
+def examples_schema(loaded: LoadedRecipe) -> pa.Schema:
+    """The examples table's columns: replica 0's inference columns (and schema metadata),
+    then the metrics columns but ``row_index``."""
+    layout, replicas = EvalLayout.for_recipe(loaded), loaded.recipe.run.replicas
+    inference = storage.parquet_schema(layout.inference(0, replicas))
+    metrics = storage.parquet_schema(layout.metrics(0, replicas))
+    added = [pa.field(name, metrics.field(name).type) for name in METRICS_SCHEMA.names[1:]]
+    return pa.schema([*inference, *added], metadata=inference.metadata)
+
+
+def collect_replicas(loaded: LoadedRecipe) -> Iterator[pa.RecordBatch]:
+    """Every replica's inference and metrics joined, in global row order, in record batches
+    of at most :func:`storage.batch_rows` rows.
+
+    Replicas are contiguous ranges of rows in replica order (:func:`dataset.shard_ranges`)
+    and each replica's files are in row order, so streaming the replicas one after the
+    other gives the global order without a sort; both are checked as the rows go by.
+    """
     layout = EvalLayout.for_recipe(loaded)
     replicas = loaded.recipe.run.replicas
-    parts = []
+    schema = examples_schema(loaded)
+    size = storage.batch_rows()
+    last_row = -1
     for replica in range(replicas):
-        inference = storage.read_parquet(layout.inference(replica, replicas))
-        metrics = storage.read_parquet(layout.metrics(replica, replicas))
-        if inference["row_index"] != metrics["row_index"]:
-            raise RuntimeError(
-                f"replica {replica}: metrics do not match inference outputs; rematerialize "
-                "postprocessed_metrics for this partition"
+        mismatch = (
+            f"replica {replica}: metrics do not match inference outputs; rematerialize "
+            "postprocessed_metrics for this partition"
+        )
+        pairs = _aligned(
+            storage.iter_parquet_batches(layout.inference(replica, replicas), batch_size=size),
+            storage.iter_parquet_batches(
+                layout.metrics(replica, replicas), METRICS_SCHEMA.names, batch_size=size
+            ),
+            mismatch,
+        )
+        for inference, metrics in pairs:
+            rows = inference.column("row_index")
+            if not rows.equals(metrics.column("row_index")):
+                raise RuntimeError(mismatch)
+            order = rows.to_numpy()
+            previous = np.concatenate([[last_row], order[:-1]])
+            backwards = np.flatnonzero(order < previous)
+            if len(backwards):
+                at = backwards[0]
+                raise RuntimeError(
+                    f"replica {replica}: inference outputs are not in row order (row "
+                    f"{order[at]} comes after row {previous[at]}); rematerialize "
+                    "inference_outputs for this partition"
+                )
+            last_row = int(order[-1])
+            yield pa.RecordBatch.from_arrays(
+                [*inference.columns, *metrics.columns[1:]], schema=schema
             )
-        for name in METRICS_SCHEMA.names[1:]:
-            inference = inference.append_column(name, metrics[name])
-        parts.append(inference)
-    table = pa.concat_tables(parts)
-    order = np.argsort(table["row_index"].to_numpy(), kind="stable")
-    return table.take(pa.array(order))
 
 
-def aggregate_metrics(table: pa.Table) -> dict[str, float]:
-    scored = table.filter(table["scored"])
-    per_example: dict[str, list[float]] = {name: [] for name in PER_EXAMPLE_METRICS}
-    custom = set(byom.custom_metric_names(table)) if "custom_metrics" in table.column_names else ()
-    for row_metrics in scored["metrics"].to_pylist():
-        for name, value in row_metrics:
-            if name not in custom:  # custom metrics: processor.aggregation, below
-                per_example.setdefault(name, []).append(value)
-    stats = np.array(scored["bleu_stats"].to_pylist(), dtype=np.float64)
-    return aggregate_gen_qa(per_example, stats if len(stats) else None)
+def _aligned(
+    left: Iterator[pa.RecordBatch], right: Iterator[pa.RecordBatch], mismatch: str
+) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
+    """Equally long slices of two streams of the same number of rows, whose batches may be
+    cut at different rows; RuntimeError(mismatch) when one stream ends first."""
+    left = (batch for batch in left if batch.num_rows)
+    right = (batch for batch in right if batch.num_rows)
+    a, b = next(left, None), next(right, None)
+    while a is not None and b is not None:
+        n = min(a.num_rows, b.num_rows)
+        yield a.slice(0, n), b.slice(0, n)
+        a = a.slice(n) if n < a.num_rows else next(left, None)
+        b = b.slice(n) if n < b.num_rows else next(right, None)
+    if a is not None or b is not None:
+        raise RuntimeError(mismatch)
 
 
-def aggregate_all(loaded: LoadedRecipe, table: pa.Table) -> dict[str, float]:
-    """Built-in metrics (means, corpus BLEU), then custom metrics with the recipe's
-    ``processor.aggregation``, each with ``_stderr``."""
-    return {**aggregate_metrics(table), **byom.custom_aggregates(loaded, table)}
+class ClippedRows:
+    """Rows whose generation budget was clipped below ``inference.max_new_tokens`` (the
+    engine records each row's budget in ``max_new_tokens``), counted batch by batch."""
+
+    def __init__(self, requested: int):
+        self.requested = requested
+        self.rows = 0
+        self.recorded = False  # the examples have a max_new_tokens column
+        self.clipped = 0
+        self.context: tuple[int, int] | None = None  # prompt + budget: lowest, highest
+        self.budgets: tuple[int, int] | None = None
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        if "max_new_tokens" not in batch.schema.names:
+            return
+        self.recorded = True
+        budget = batch.column("max_new_tokens")
+        clipped = pc.and_(
+            # a prompt that fills the context is an error row
+            pc.fill_null(pc.not_equal(batch.column("finish_reason"), "error"), True),
+            pc.fill_null(pc.less(budget, self.requested), False),
+        )
+        rows = batch.filter(clipped)
+        if not rows.num_rows:
+            return
+        budgets = rows.column("max_new_tokens").cast(pa.int64())
+        # a clipped row's budget is what its prompt left: prompt + budget is the context
+        context = pc.add(rows.column("prompt_tokens").cast(pa.int64()), budgets)
+        self.clipped += rows.num_rows
+        self.context = _widen(self.context, context)
+        self.budgets = _widen(self.budgets, budgets)
+
+    def warnings(self) -> list[str]:
+        if not self.recorded or not self.clipped:
+            return []
+        assert self.context is not None and self.budgets is not None
+        requested = self.requested
+        context, budgets = _span(*self.context), _span(*self.budgets)
+        share = f"{self.clipped} of {self.rows} rows"
+        if requested >= self.context[1]:
+            return [
+                f"inference.max_new_tokens {requested} exceeds the model's context of "
+                f"{context} tokens; clipped to {budgets} tokens per row ({share}; prompt + "
+                "answer must fit)"
+            ]
+        return [
+            f"inference.max_new_tokens {requested} plus the prompt exceeds the model's "
+            f"context of {context} tokens for {share}; clipped to {budgets} tokens (prompt + "
+            "answer must fit)"
+        ]
 
 
-def _span(values: list[int]) -> str:
-    low, high = min(values), max(values)
+def _widen(span: tuple[int, int] | None, values: pa.Array) -> tuple[int, int]:
+    bounds = pc.min_max(values)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    return (low, high) if span is None else (min(span[0], low), max(span[1], high))
+
+
+def _span(low: int, high: int) -> str:
     return str(low) if low == high else f"{low}..{high}"
 
 
-def inference_warnings(loaded: LoadedRecipe, table: pa.Table) -> list[str]:
+def inference_warnings(
+    loaded: LoadedRecipe, examples: pa.Table | Iterable[pa.RecordBatch]
+) -> list[str]:
     """What the run's results should warn about: today, max_new_tokens clipped to the
-    model's context (the engine records each row's budget in `max_new_tokens`)."""
-    if "max_new_tokens" not in table.column_names:
-        return []
-    requested = loaded.recipe.inference.generation_tokens
-    rows = table.select(["prompt_tokens", "max_new_tokens", "finish_reason"]).to_pylist()
-    clipped = [
-        r
-        for r in rows
-        if r["finish_reason"] != "error"  # a prompt that fills the context is an error row
-        and r["max_new_tokens"] is not None
-        and r["max_new_tokens"] < requested
-    ]
-    if not clipped:
-        return []
-    # a clipped row's budget is what its prompt left: prompt + budget is the context
-    context = _span([r["prompt_tokens"] + r["max_new_tokens"] for r in clipped])
-    budgets = _span([r["max_new_tokens"] for r in clipped])
-    share = f"{len(clipped)} of {len(rows)} rows"
-    if requested >= max(r["prompt_tokens"] + r["max_new_tokens"] for r in clipped):
-        return [
-            f"inference.max_new_tokens {requested} exceeds the model's context of {context} "
-            f"tokens; clipped to {budgets} tokens per row ({share}; prompt + answer must fit)"
-        ]
-    return [
-        f"inference.max_new_tokens {requested} plus the prompt exceeds the model's context of "
-        f"{context} tokens for {share}; clipped to {budgets} tokens (prompt + answer must fit)"
-    ]
+    model's context (:class:`ClippedRows`), from the examples or their record batches."""
+    clipped = ClippedRows(loaded.recipe.inference.generation_tokens)
+    for batch in examples.to_batches() if isinstance(examples, pa.Table) else examples:
+        clipped.add(batch)
+    return clipped.warnings()
+
+
+class ReportTally:
+    """What the results JSON says of the joined examples, gathered batch by batch: the
+    values the aggregates reduce (float64 per row and metric, the BLEU statistics) and
+    running counts for the rest."""
+
+    def __init__(self, loaded: LoadedRecipe):
+        self.extras = byom.ExtrasTally(loaded)
+        self.coverage = CoverageTally()
+        self.clipped = ClippedRows(loaded.recipe.inference.generation_tokens)
+        self.builtin = MetricValues()
+        self.bleu = StatsRows()
+        self.rows = 0
+        self.inference_errors = 0
+        self.generated_tokens = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        self.inference_errors += int(
+            pc.sum(pc.equal(batch.column("finish_reason"), "error")).as_py() or 0
+        )
+        self.generated_tokens += int(pc.sum(batch.column("completion_tokens")).as_py() or 0)
+        self.extras.add(batch)  # first: it names the custom metrics the built-ins skip
+        self.coverage.add(batch)
+        self.clipped.add(batch)
+        scored = batch.filter(pc.fill_null(batch.column("scored"), False))
+        # custom metrics: processor.aggregation (byom.custom_aggregates)
+        self.builtin.add(scored.column("metrics"), skip=self.extras.custom_names)
+        self.bleu.add(scored.column("bleu_stats"))
+
+
+def aggregate_metrics(tally: ReportTally) -> dict[str, float]:
+    """Built-in metrics of the scored rows: means with stderr, corpus BLEU."""
+    per_example: dict[str, np.ndarray] = {name: np.zeros(0) for name in PER_EXAMPLE_METRICS}
+    custom = tally.extras.custom_names
+    # a name seen as custom only in a later batch is custom too
+    per_example.update(
+        (name, values) for name, values in tally.builtin.arrays().items() if name not in custom
+    )
+    stats = tally.bleu.matrix()
+    return aggregate_gen_qa(per_example, stats if len(stats) else None)
+
+
+def aggregate_all(loaded: LoadedRecipe, tally: ReportTally) -> dict[str, float]:
+    """Built-in metrics (means, corpus BLEU), then custom metrics with the recipe's
+    ``processor.aggregation``, each with ``_stderr``."""
+    return {**aggregate_metrics(tally), **byom.custom_aggregates(loaded, tally.extras)}
 
 
 def inference_engine_section(loaded: LoadedRecipe) -> dict[str, Any]:
@@ -129,17 +251,25 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     if not replicas_check.ok:
         raise lineage.StaleReplicasError(replicas_check.message(loaded))
     run_lineage = {**(replicas_check.run or {}), "replica_versions": replicas_check.data_versions}
-    table = lineage.with_lineage(collect_replicas(loaded), {"stage": "report", **run_lineage})
-    metrics = aggregate_all(loaded, table)
-    coverage = coverage_section(table)
-    processor = byom.processor_section(loaded, table)
-    classification = byom.classification_section(loaded, table)
+    examples_path = layout.examples
+    report_lineage = {"stage": "report", **run_lineage}
+    schema = lineage.with_lineage(examples_schema(loaded).empty_table(), report_lineage).schema
+    tally = ReportTally(loaded)
+    with storage.parquet_writer(examples_path, schema) as writer:
+        for batch in collect_replicas(loaded):
+            writer.write_batch(batch)
+            tally.add(batch)
+        # inside: a failure here leaves the previous examples file in place
+        metrics = aggregate_all(loaded, tally)
+        coverage = tally.coverage.section()
+        processor = byom.processor_section(loaded, tally.extras)
+        classification = byom.classification_section(loaded, tally.extras)
     validation = storage.read_json(layout.validation_report)
     stamp = timestamp()
     counts = {
-        "examples": table.num_rows,
-        "scored": int(pc.sum(table["scored"]).as_py() or 0),
-        "inference_errors": int(pc.sum(pc.equal(table["finish_reason"], "error")).as_py() or 0),
+        "examples": tally.rows,
+        "scored": tally.coverage.scored,
+        "inference_errors": tally.inference_errors,
         "rejected_rows": validation["rejected_rows"],
         "replicas": recipe.run.replicas,
     }
@@ -155,7 +285,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         "dataset": {"path": validation["source"], "sha256": validation["dataset_sha256"]},
         "inference": recipe.inference.public_dump(),
         "timestamp": stamp,
-        "total_generated_tokens": int(pc.sum(table["completion_tokens"]).as_py() or 0),
+        "total_generated_tokens": tally.generated_tokens,
         "total_evaluation_time_secondes": (
             round(time.time() - started_at, 3) if started_at is not None else None
         ),
@@ -168,16 +298,16 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         config_general["processor"] = processor
     if recipe.notes:
         config_general["notes"] = recipe.notes
-    warnings = inference_warnings(loaded, table)
+    warnings = tally.clipped.warnings()
     config_general["warnings"] = warnings
     document = results_document(metrics, config_general)
     if classification is not None:
         document["classification"] = classification
     results_path = layout.result(f"results_{stamp}.json")
     storage.write_json(results_path, document)
-    paths = write_nova_export(table, layout.results_dir, recipe.run.model_name_or_path, stamp)
-    examples_path = layout.result("examples.parquet")
-    storage.write_parquet(examples_path, table)
+    paths = write_nova_export(
+        examples_path, layout.results_dir, recipe.run.model_name_or_path, stamp
+    )
     paths.update(results=results_path, examples=examples_path, rejected_rows=layout.rejected_rows)
     clean = document["results"]["all"]
     summary = summary_markdown(clean, counts) + coverage_markdown(coverage)
@@ -201,7 +331,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     if classification is not None:
         report["classification"] = classification
     storage.write_json(layout.latest_report, report)
-    byom.check_report_rate(loaded, processor, table.num_rows)
+    byom.check_report_rate(loaded, processor, tally.rows)
     return report
 
 

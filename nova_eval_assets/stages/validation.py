@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nova_eval_assets import storage
+from nova_eval_assets import lineage, storage
 from nova_eval_assets.dataset import (
+    MAX_LISTED_PROBLEMS,
     SCHEMAS,
     DatasetError,
     DatasetFileError,
     ValidationOutcome,
-    validate_dataset,
+    arrow_schema,
+    validate_batches,
 )
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
@@ -27,53 +30,75 @@ def sha256_of(location: str) -> str:
 def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, Any]]:
     """Validate the dataset and write the valid rows, the rejected rows and the report.
 
-    Under ``dataset.on_invalid: fail`` an invalid dataset is reported (the report file is
-    written) but no rows are handed on; callers raise :class:`DatasetError` from the outcome.
-    A dataset with no valid row (empty, only blank lines, every row rejected) is handed on
-    under no policy; under ``skip`` this raises :class:`DatasetError` once the report is
-    written, so the run stops here rather than in a later stage.
+    One streaming pass: valid rows go to the validated Parquet and rejected rows to
+    rejected_rows.jsonl batch by batch, each file appearing whole or not at all; the
+    outcome keeps counts and the first problems only. Under ``dataset.on_invalid: fail`` an
+    invalid dataset is reported (the report file is written) but no rows are handed on;
+    callers raise :class:`DatasetError` from the outcome. A dataset with no valid row
+    (empty, only blank lines, every row rejected) is handed on under no policy; under
+    ``skip`` this raises :class:`DatasetError` once the report is written, so the run stops
+    here rather than in a later stage.
     """
     recipe = loaded.recipe
     layout = EvalLayout.for_recipe(loaded)
     source = loaded.resolve_data_path()
-    try:
-        outcome = validate_dataset(
-            source,
-            SCHEMAS[recipe.evaluation.task],
+    schema = SCHEMAS[recipe.evaluation.task]
+    outcome = ValidationOutcome(source=source, problems_kept=MAX_LISTED_PROBLEMS)
+    content = lineage.ContentHasher(arrow_schema(schema))
+
+    def rejected_records() -> Iterator[dict[str, Any]]:
+        # write_jsonl pulls the rejected rows; each batch's valid rows are written meanwhile
+        for valid, rejected in validate_batches(
+            outcome,
+            schema,
             metadata_format=recipe.dataset.metadata_format,
             limit=recipe.run.limit,
             max_line_bytes=recipe.dataset.max_line_bytes,
-        )
+        ):
+            if valid.num_rows:
+                writer.write_batch(valid)
+                content.update(valid)
+            yield from (row.as_record() for row in rejected)
+
+    def strict_failure() -> bool:  # known once every line is read
+        return not outcome.ok and (recipe.dataset.on_invalid == "fail" or outcome.no_rows)
+
+    try:
+        with storage.parquet_writer(layout.validated, arrow_schema(schema)) as writer:
+            storage.write_jsonl(layout.rejected_rows, rejected_records())
+            if strict_failure():
+                raise _RowsWithheld  # the validated file is not published
+    except _RowsWithheld:
+        storage.delete(layout.validated)  # never leave an older run's rows to be picked up
     except DatasetFileError as exc:
         # an older run's report and rows must not stand in for this dataset's
         for stale in (layout.validation_report, layout.validated, layout.rejected_rows):
             storage.delete(stale)
         raise DatasetFileError(exc.location, exc.problem + dataset_path_hint(loaded)) from exc
-    strict_failure = not outcome.ok and (recipe.dataset.on_invalid == "fail" or outcome.no_rows)
     summary: dict[str, Any] = {
         "source": source,
         "dataset_sha256": sha256_of(source),
         "lines_read": outcome.lines_read,
-        "valid_rows": 0 if strict_failure else outcome.table.num_rows,
-        "rejected_rows": len(outcome.rejected),
-        "problems": [str(p) for p in outcome.problems[:20]],
-        "problem_count": len(outcome.problems),
+        "valid_rows": 0 if strict_failure() else outcome.valid_rows,
+        "rejected_rows": outcome.rejected_rows,
+        "problems": [str(p) for p in outcome.problems[:MAX_LISTED_PROBLEMS]],
+        "problem_count": outcome.problem_count,
         "policy": recipe.dataset.on_invalid,
         "ok": outcome.ok,
         "no_rows": outcome.no_rows,  # nothing to evaluate: invalid under either policy
         "report": outcome.report(),
         "validated_path": layout.validated,
         "rejected_path": layout.rejected_rows,
+        "sha256": content.hexdigest(),  # of the valid rows: the asset's data version
     }
     storage.write_json(layout.validation_report, summary)
-    storage.write_jsonl(layout.rejected_rows, (r.as_record() for r in outcome.rejected))
-    if not strict_failure:
-        storage.write_parquet(layout.validated, outcome.table)
-    elif storage.exists(layout.validated):
-        storage.delete(layout.validated)  # never leave an older run's rows to be picked up
     if outcome.no_rows and recipe.dataset.on_invalid == "skip":
         raise DatasetError(outcome)  # "skip" keeps the valid rows, and there are none
     return outcome, summary
+
+
+class _RowsWithheld(Exception):
+    """Raised inside the validated file's writer to discard it: no rows are handed on."""
 
 
 def dataset_path_hint(loaded: LoadedRecipe) -> str:

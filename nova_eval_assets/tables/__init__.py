@@ -122,9 +122,7 @@ def write_evaluation_tables(
         aggregation = _custom_aggregation(loaded)
         rows = build.overall_metric_rows(results, aggregation)
         if examples_path and storage.exists(examples_path):
-            columns = ["metadata", "scored", "metrics", "bleu_stats"]
-            examples = storage.read_parquet(examples_path, columns=columns)
-            rows += build.stratum_metric_rows(examples, aggregation)
+            rows += build.stratum_metric_rows(examples_path, aggregation)
         written["eval_metrics"] = write_run(
             root, "eval_metrics", run.partition, [build.metrics_table(run, rows)]
         )

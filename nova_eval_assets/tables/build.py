@@ -26,10 +26,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from nova_eval_assets import storage
+from nova_eval_assets.analysis.columns import (
+    iter_batches,
+    merge_metric_batches,
+    metric_columns,
+    stats_matrix,
+)
 from nova_eval_assets.metrics import PER_EXAMPLE_METRICS, aggregate_gen_qa
+from nova_eval_assets.metrics.gather import map_entries
 from nova_eval_assets.metrics.stats import mean_and_stderr
 from nova_eval_assets.tables.schemas import (
     EVAL_EXAMPLES,
@@ -210,16 +216,10 @@ def to_eval_examples(batch: pa.RecordBatch | pa.Table, run: RunInfo) -> pa.Table
     return pa.Table.from_arrays(arrays, schema=EVAL_EXAMPLES)
 
 
-def iter_parquet(location: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    fs, path = storage.filesystem(location)
-    with fs.open_input_file(path) as source:
-        yield from pq.ParquetFile(source).iter_batches(batch_size=batch_rows)
-
-
 def examples_batches(
     examples_location: str, run: RunInfo, batch_rows: int = BATCH_ROWS
 ) -> Iterator[pa.Table]:
-    for batch in iter_parquet(examples_location, batch_rows):
+    for batch in storage.iter_parquet_batches(examples_location, batch_size=batch_rows):
         yield to_eval_examples(batch, run)
 
 
@@ -295,52 +295,116 @@ def _aggregate(values: np.ndarray, aggregation: str) -> tuple[float | None, floa
     return float(reducer(values)), None
 
 
+_METADATA_ENTRY = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
+
+
+class _FieldCodes:
+    """One metadata field over the examples: its distinct values (every row's) and, per
+    batch, the code of each scored row's value (-1: the row lacks the field), until it has
+    more distinct values than are stratified."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.chunks: dict[int, np.ndarray] = {}
+        self.too_many = False
+
+    def add(
+        self, batch: int, rows: np.ndarray, values: pa.Array, scored_size: int, limit: int
+    ) -> None:
+        """``values[i]`` is the field's value in the row at position ``rows[i]`` among the
+        batch's scored rows (-1: not scored)."""
+        encoded = pc.dictionary_encode(values)
+        local = [
+            self.values.setdefault(v, len(self.values)) for v in encoded.dictionary.to_pylist()
+        ]
+        if len(self.values) > limit:
+            self.too_many = True
+            self.chunks.clear()
+            return
+        keep = rows >= 0
+        codes = self.chunks.setdefault(batch, np.full(scored_size, -1, dtype=np.int32))
+        picked = encoded.indices.to_numpy(zero_copy_only=False)[keep]
+        codes[rows[keep]] = np.asarray(local, dtype=np.int32)[picked]
+
+    def codes(self, sizes: list[int]) -> np.ndarray:
+        parts = [self.chunks.get(b, np.full(size, -1, np.int32)) for b, size in enumerate(sizes)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+
+def _add_metadata(
+    fields: dict[str, _FieldCodes],
+    batch: int,
+    metadata: pa.Array,
+    scored: np.ndarray,
+    limit: int,
+) -> None:
+    """Every metadata field of one batch into ``fields`` (see :class:`_FieldCodes`)."""
+    entries = metadata_maps(metadata).cast(_METADATA_ENTRY)
+    flat = pc.list_flatten(entries)
+    if len(flat) == 0:
+        return
+    parents = pc.list_parent_indices(entries).to_numpy(zero_copy_only=False)
+    position = np.where(scored, np.cumsum(scored) - 1, -1)  # among the batch's scored rows
+    keys = pc.dictionary_encode(pc.struct_field(flat, "key"))
+    key_codes = keys.indices.to_numpy(zero_copy_only=False)
+    values = pc.struct_field(flat, "value")
+    scored_size = int(scored.sum())
+    for code, name in enumerate(keys.dictionary.to_pylist()):
+        field = fields.setdefault(name, _FieldCodes())
+        if field.too_many:
+            continue
+        pick = key_codes == code
+        rows, picked = position[parents[pick]], values.filter(pa.array(pick))
+        field.add(batch, rows, picked, scored_size, limit)
+
+
 def stratum_metric_rows(
-    examples: pa.Table,
+    examples: str | pa.Table,
     custom_aggregation: str = "average",
     max_values: int = MAX_STRATUM_VALUES,
 ) -> list[dict[str, Any]]:
     """Every metric by every metadata field with 2..``max_values`` distinct values.
 
-    Columns used: ``metadata``, ``scored``, ``metrics`` and (for corpus BLEU) ``bleu_stats``.
+    Columns used: ``metadata``, ``scored``, ``metrics`` and (for corpus BLEU) ``bleu_stats``
+    of examples.parquet (or a table), read in record batches of :func:`storage.batch_rows`
+    rows: of each scored row only its metric values, BLEU statistics and a code per
+    metadata field are kept, and a field is dropped once it has too many distinct values.
     Per-example metrics are averaged (custom metrics use the recipe's aggregation), BLEU is
     the corpus BLEU of the stratum with its bootstrap stderr; rows not scored are left out.
     """
-    n = examples.num_rows
-    if n == 0 or "metrics" not in examples.column_names:
-        return []
-    scored = pc.fill_null(examples["scored"], False).to_numpy(zero_copy_only=False)
-    metrics = examples["metrics"].combine_chunks()
-    names = pc.unique(metrics.keys).to_pylist()
-    values = {
-        name: pc.map_lookup(metrics, pa.scalar(name), "first")
-        .cast(pa.float64())
-        .to_numpy(zero_copy_only=False)
-        for name in names
-    }
-    stats = None
-    if "bleu_stats" in examples.column_names:
-        lists = examples["bleu_stats"].combine_chunks()
-        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
-        if len(lengths) and lengths.max() > 0:
-            width = int(lengths.max())
-            stats = np.full((n, width), np.nan)
-            rows = lengths == width
-            flat = pc.list_flatten(lists.filter(pa.array(rows))).to_numpy(zero_copy_only=False)
-            stats[rows] = flat.reshape(-1, width)
-    maps = metadata_maps(examples["metadata"]).to_pylist()
-    fields: dict[str, list[str | None]] = {}
-    for i, entries in enumerate(maps):
-        for key, value in entries or []:
-            fields.setdefault(key, [None] * n)[i] = value
+    names: dict[str, None] = {}  # every row's metrics, in first-seen order
+    metric_parts: list[dict[str, np.ndarray]] = []
+    stat_parts: list[np.ndarray] = []
+    sizes: list[int] = []  # scored rows per batch
+    fields: dict[str, _FieldCodes] = {}
+    longest_stats = 0
+    columns = ["metadata", "scored", "metrics", "bleu_stats"]
+    for number, batch in enumerate(iter_batches(examples, columns, storage.batch_rows())):
+        present = batch.schema.names
+        if "metrics" not in present:
+            return []
+        scored = pc.fill_null(batch.column("scored"), False)
+        keys, _ = map_entries(batch.column("metrics"))
+        names.update(dict.fromkeys(keys.dictionary.to_pylist()))
+        metric_parts.append(metric_columns(batch.column("metrics").filter(scored)))
+        sizes.append(int(pc.sum(scored).as_py() or 0))
+        if "bleu_stats" in present:
+            lengths = pc.list_value_length(batch.column("bleu_stats"))
+            longest_stats = max(longest_stats, pc.max(lengths).as_py() or 0)
+            stat_parts.append(stats_matrix(batch.column("bleu_stats").filter(scored)))
+        scored_rows = scored.to_numpy(zero_copy_only=False)
+        _add_metadata(fields, number, batch.column("metadata"), scored_rows, max_values)
+    merged = merge_metric_batches(metric_parts, sizes)
+    values = {name: merged.get(name, np.full(sum(sizes), np.nan)) for name in names}
+    stats = np.concatenate(stat_parts) if longest_stats > 0 else None
     rows: list[dict[str, Any]] = []
     for field_name in sorted(fields):
-        column = np.array(fields[field_name], dtype=object)
-        distinct = sorted({v for v in fields[field_name] if v is not None})
-        if not 2 <= len(distinct) <= max_values:
+        field = fields[field_name]
+        if field.too_many or not 2 <= len(field.values) <= max_values:
             continue
-        for value in distinct:
-            mask = (column == value) & scored
+        codes = field.codes(sizes)
+        for value in sorted(field.values):
+            mask = codes == field.values[value]
             count = int(mask.sum())
             common = {
                 "stratum": f"{field_name}={value}",
