@@ -130,8 +130,13 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
             # Dagster wraps the step's error; the user's is the first that is not Dagster's
             while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
                 error = error.cause
+            message = error.message.strip()
+            # our own errors speak for themselves: their class path is noise to a user
+            path, _, rest = message.partition(": ")
+            if path.startswith("nova_eval_assets.") and path.endswith(f".{error.cls_name}"):
+                message = rest
             return (
-                f"{event.step_key} failed: {error.message.strip()}\n"
+                f"{event.step_key} failed: {message}\n"
                 f"(traceback: run {result.run_id} in the Dagster UI, `make ui`)"
             )
     return f"run {result.run_id} failed"
