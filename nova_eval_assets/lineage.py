@@ -53,7 +53,7 @@ _ENGINE_SOURCES = {
         "reasoning.py",
         "vision.py",
     ),
-    "openai": ("base.py", "constraints.py", "openai.py"),
+    "openai": ("base.py", "collector.py", "constraints.py", "http_client.py", "openai.py"),
     "vllm": ("base.py", "constraints.py", "models.py", "reasoning.py", "vllm.py"),
 }
 

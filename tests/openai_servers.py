@@ -13,6 +13,8 @@
   left out for chosen prompts, or every request answered by an error that echoes its
   headers (the API key included).
 - :class:`DrippingServer`: a chat completion sent one byte at a time.
+- :class:`ScriptedInstantServer`: bench/instant_server.py's vLLM-faithful server, counting
+  connections and requests in flight, with held answers, 429s and dropped connections.
 
 Each command is an ``inference.server.command`` template ({model}, {port}), run with
 :class:`nova_eval_assets.engines.server.ManagedServer`, the engine's own process manager.
@@ -30,10 +32,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from bench.instant_server import ANSWERS, InstantServer, error_body
 from nova_eval_assets.engines.models import load_dir, resolve_model
 from nova_eval_assets.engines.server import ManagedServer
 
@@ -409,3 +413,74 @@ class DrippingServer:
     def close(self) -> None:
         self.stopped.set()
         self.listener.close()
+
+
+# ---------------------------------------------------------------- the instant server, scripted
+
+
+class ScriptedInstantServer(InstantServer):
+    """bench/instant_server.py's protocol-faithful server on a thread of the test process,
+    which counts connections, requests and requests in flight, and can
+
+    - hold each chat completion `hold_s` seconds before answering (requests pile up in
+      flight: the test of the client's bound);
+    - answer the first `throttle` chat completions with 429 and ``Retry-After:
+      retry_after``;
+    - close the connection without an answer to a request whose prompt contains a key of
+      `drops`, as many times as its value says (None: every time).
+
+    `prompts` and `arrivals` (monotonic seconds) record every chat completion asked, and
+    `targets` the request line's target of every request (a proxied request's is a URL).
+    """
+
+    def __init__(
+        self,
+        model: str = "instant",
+        hold_s: float = 0.0,
+        throttle: int = 0,
+        retry_after: str = "1",
+        drops: dict[str, int | None] | None = None,
+    ) -> None:
+        super().__init__(model=model)
+        self.hold_s = hold_s
+        self.throttle, self.retry_after, self.throttled = throttle, retry_after, 0
+        self.drops = dict(drops or {})
+        self.dropped = 0
+        self.prompts: list[str] = []
+        self.arrivals: list[float] = []
+        self.targets: list[str] = []
+        self.start()
+
+    def route(self, method: str, target: str) -> tuple[str, bytes] | None:
+        self.targets.append(target)
+        return super().route(method, target)
+
+    def respond(self, request, reply, drop) -> None:
+        prompt = request["messages"][-1]["content"]
+        self.prompts.append(prompt)
+        self.arrivals.append(time.monotonic())
+        for marker, left in self.drops.items():
+            if marker in prompt and (left is None or left > 0):
+                if left is not None:
+                    self.drops[marker] = left - 1
+                self.dropped += 1
+                drop()
+                return
+        if self.throttled < self.throttle:
+            self.throttled += 1
+            body = error_body(429, "RateLimitError", "rate limited")
+            reply("429 Too Many Requests", body, f"retry-after: {self.retry_after}\r\n")
+            return
+        status, body = self.completion(request)
+        if self.hold_s:
+            self.loop.call_later(self.hold_s, reply, status, body, "")
+        else:
+            reply(status, body, "")
+
+    def answer_text(self, prompt: str) -> str:
+        """What this server answers to `prompt`, computed from bench/instant_server.py's
+        table, not by asking it."""
+        return ANSWERS[zlib.crc32(prompt.encode()) % len(ANSWERS)]
+
+    def close(self) -> None:
+        self.stop()

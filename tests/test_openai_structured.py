@@ -164,11 +164,11 @@ def test_a_server_that_refuses_the_field_stops_the_run(monkeypatch):
         "'additionalProperties' is required to be supplied and to be false",
     }
 
-    def refuse(url, body, timeout_s=None, give_up=None):
+    async def refuse(url, body, timeout_s=None, give_up=None):
         field = "structured_outputs" if "structured_outputs" in body else "response_format"
         raise HTTPStatusError(url, 400, answers[field])
 
-    monkeypatch.setattr(engine.client, "request", refuse)
+    monkeypatch.setattr(engine.client, "request_async", refuse)
     for fmt, field in (
         (ResponseFormat.choice(["a", "b"]), "structured_outputs"),
         (ResponseFormat.json_schema(ENUM), "response_format"),

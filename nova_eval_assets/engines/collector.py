@@ -5,7 +5,7 @@ the pairs in them) from the moment the engine parses it until the inference stag
 turned the block into Arrow. With the collector on, every 700 new objects it walks the
 young ones, and the first pass after a block walks the whole block. Against an instant
 server (bench/client.py) the openai engine spent about 740 CPU µs per row without a pause,
-where a plain aiohttp client spends about 400; pausing over the requests only still left
+where a plain aiohttp client spends about 370; pausing over the requests only still left
 about 50 µs per row for that first pass, which a pause until the block is Arrow avoids.
 Nothing in a block makes reference cycles, so reference counting frees what it drops; the
 collector runs again once the last pause ends, as it did before.

@@ -59,10 +59,15 @@ images (`refuses_images`). An error about one image that says nothing of support
 it cannot decode) is that row's error.
 
 Each token's ``logprob`` and ``top_logprobs`` list is taken exactly as the server sent it.
-``concurrency`` requests are in flight at once; 429, 5xx, connection errors and timeouts are
+The HTTP client is :class:`~nova_eval_assets.engines.http_client.HTTPClient`: one aiohttp
+session on an event loop in a thread the engine owns, with a keep-alive pool of
+``concurrency`` connections. A block's rows run as ``concurrency`` coroutines on that loop
+(each takes the next row when its last is done, retries included), so ``concurrency``
+requests are in flight at once, never more; :meth:`OpenAIEngine.generate` waits for them
+and calls ``on_batch`` on the caller's thread. 429, 5xx, connection errors and timeouts are
 retried with exponential back-off and jitter (``Retry-After`` honoured) up to ``max_retries``
 times. ``timeout_s`` limits each attempt as a whole, connect to the body's last byte
-(:class:`RequestDeadline`), not each socket read. A row that still fails is a
+(``asyncio.timeout``), not each socket read. A row that still fails is a
 :class:`Generation` with ``finish_reason="error"`` and the error text; so is a row answered
 without the log probabilities asked for. What can never work for any row (the server
 refuses ``top_k``, answers no row of a block with log probabilities before it has sent any,
@@ -73,36 +78,40 @@ page, so the client redacts the key from every error it builds (:meth:`HTTPClien
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import http.client
+import asyncio
 import json
 import logging
 import os
-import random
+import queue
 import re
-import socket
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from .base import BLOCK_BATCHES, Generation, GenerationRequest, SamplingSettings, TokenLogprob
+from .collector import collector_paused
 from .constraints import ResponseFormat
+from .http_client import (
+    REDACTED,
+    RETRY_STATUS,
+    ConnectionFailure,
+    HTTPClient,
+    HTTPStatusError,
+    RequestTimeout,
+    retry_after_seconds,
+)
 
 logger = logging.getLogger(__name__)
 
-#: statuses worth asking again: throttling, timeouts, overloaded or restarting servers
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: statuses that no retry and no other row will fix: a wrong key or a wrong URL / model
 FATAL_STATUS = frozenset({401, 403, 404})
 #: progress is reported every `concurrency * PROGRESS_WAVES` rows by default; a block is
 #: BLOCK_BATCHES of those, long enough that the drain at a block's end costs little
 PROGRESS_WAVES = 4
 
+
+#: a token the server sent without a log probability
+_NAN = float("nan")
 
 #: how a json_schema format is sent: OpenAI's form, or llama-cpp-python's (module docstring)
 JSON_SCHEMA_FORMS = ("json_schema", "json_object")
@@ -196,93 +205,6 @@ class LogprobsMissing(RuntimeError):
     """One row answered without the log probabilities its request asked for."""
 
 
-class HTTPStatusError(RuntimeError):
-    def __init__(self, url: str, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status} from {url}: {detail}")
-        self.url, self.status, self.detail = url, status, detail
-
-
-class ConnectionFailure(RuntimeError):
-    pass
-
-
-class RequestTimeout(ConnectionFailure):
-    """No complete answer within the request's whole time limit."""
-
-
-#: what stands in an error text for a credential the server echoed back
-REDACTED = "[REDACTED]"
-#: shorter keys (local servers' placeholders: "x", "abc") are redacted only inside their
-#: ``Authorization`` value: erasing every such letter run would garble the message
-MIN_REDACTED_KEY = 4
-
-
-class RequestDeadline:
-    """One attempt's whole time limit: connect, send, headers and body. A socket timeout
-    bounds each read only, so a server dripping its answer a byte at a time could hold a row
-    for as long as it liked; at the deadline a timer shuts the socket down, the blocked read
-    returns, and the attempt fails with :class:`RequestTimeout`."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.ends = time.monotonic() + timeout_s
-        self.expired = False
-        self.timers: list[threading.Timer] = []
-
-    def watch(self, sock: socket.socket) -> socket.socket:
-        timer = threading.Timer(max(self.ends - time.monotonic(), 0.0), self._expire, (sock,))
-        timer.daemon = True
-        self.timers.append(timer)
-        timer.start()
-        return sock
-
-    def _expire(self, sock: socket.socket) -> None:
-        self.expired = True
-        with contextlib.suppress(OSError):  # already closed: the answer was complete
-            sock.shutdown(socket.SHUT_RDWR)
-
-    def cancel(self) -> None:
-        for timer in self.timers:
-            timer.cancel()
-
-    def opener(self) -> urllib.request.OpenerDirector:
-        """urllib's opener (proxies from the environment included) whose sockets this
-        deadline watches from the moment they connect (before TLS and proxy tunnels). One
-        opener per thread, built once (building one costs more than a local request)."""
-        if not hasattr(_openers, "opener"):
-            _openers.handlers = [_WatchedHTTPHandler(), _WatchedHTTPSHandler()]
-            _openers.opener = urllib.request.build_opener(*_openers.handlers)
-        for handler in _openers.handlers:
-            handler.deadline = self
-        return _openers.opener
-
-
-class _WatchedConnections:
-    """urllib handler mixin: every connection it opens hands its socket to `deadline`."""
-
-    deadline: RequestDeadline
-
-    def do_open(self, http_class: Any, req: urllib.request.Request, **options: Any) -> Any:
-        def connection(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
-            conn = http_class(*args, **kwargs)
-            create = conn._create_connection  # socket.create_connection
-            conn._create_connection = lambda *a, **k: self.deadline.watch(create(*a, **k))
-            return conn
-
-        return super().do_open(connection, req, **options)
-
-
-class _WatchedHTTPHandler(_WatchedConnections, urllib.request.HTTPHandler):
-    pass
-
-
-class _WatchedHTTPSHandler(_WatchedConnections, urllib.request.HTTPSHandler):
-    pass
-
-
-#: each thread's opener and its handlers (RequestDeadline.opener)
-_openers = threading.local()
-
-
 def base_url(endpoint: str) -> str:
     """``http://h:8000``, ``.../v1`` or ``.../v1/chat/completions`` -> ``http://h:8000``."""
     base = endpoint.strip().rstrip("/")
@@ -299,140 +221,6 @@ def chat_completions_url(endpoint: str) -> str:
     if not base.endswith("/v1"):
         base += "/v1"
     return base + "/chat/completions"
-
-
-def retry_after_seconds(header: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date (None: absent / unreadable)."""
-    if not header:
-        return None
-    try:
-        return max(float(header), 0.0)
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    return max(moment.timestamp() - time.time(), 0.0)
-
-
-class HTTPClient:
-    """JSON over HTTP with retries: exponential back-off with jitter, ``Retry-After`` honoured.
-
-    Jitter spreads the retries of many concurrent requests (and of many replicas) so that a
-    throttled server is not hit by all of them again at the same instant.
-    """
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        timeout_s: float = 300.0,
-        max_retries: int = 5,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 60.0,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.api_key = api_key
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.sleep = sleep
-        self.random = random.Random()
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return headers
-
-    def redact(self, text: str) -> str:
-        """`text` without the credentials this client sends (a proxy may echo the request's
-        headers in its error body): the ``Authorization`` value, and the key on its own."""
-        secrets = [v for k, v in self.headers().items() if k.lower() == "authorization"]
-        if self.api_key and len(self.api_key) >= MIN_REDACTED_KEY:
-            secrets.append(self.api_key)
-        for secret in sorted(secrets, key=len, reverse=True):  # "Bearer <key>" before <key>
-            text = text.replace(secret, REDACTED)
-        return text
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:  # the server said when; add a little jitter on top
-            return min(retry_after, self.max_backoff_s) + self.random.uniform(0, self.backoff_s)
-        return min(self.backoff_s * 2**attempt * self.random.uniform(0.5, 1.5), self.max_backoff_s)
-
-    def request(
-        self,
-        url: str,
-        body: dict | None = None,
-        timeout_s: float | None = None,
-        give_up: Callable[[int, str], bool] | None = None,
-    ) -> Any:
-        """GET (no body) or POST a JSON body; the decoded JSON answer. Raises
-        :class:`HTTPStatusError` or :class:`ConnectionFailure` (:class:`RequestTimeout`) once
-        retries are spent, or at once for an error answer ``give_up(status, detail)`` is true
-        of (no retry fixes it). Each attempt has `timeout_s` in all; error texts are redacted
-        (:meth:`redact`)."""
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        attempt = 0
-        while True:
-            try:
-                status, answer, retry_after = self._attempt(url, data, timeout_s or self.timeout_s)
-            except (
-                ConnectionFailure,
-                urllib.error.URLError,
-                http.client.HTTPException,
-                OSError,
-            ) as exc:
-                # refused / reset connections, timeouts, a server that hung up mid-answer
-                if attempt >= self.max_retries:
-                    if isinstance(exc, ConnectionFailure):
-                        raise exc from None
-                    reason = getattr(exc, "reason", None) or exc
-                    raise ConnectionFailure(self.redact(f"cannot reach {url}: {reason}")) from None
-                wait_s = self.delay(attempt, None)
-            else:
-                if status < 300:
-                    return json.loads(answer.decode("utf-8"))
-                # redacted before it is cut: a key across the cut would leave its first part
-                detail = self.redact(answer.decode("utf-8", "replace"))[:500]
-                if (
-                    status not in RETRY_STATUS
-                    or attempt >= self.max_retries
-                    or (give_up is not None and give_up(status, detail))
-                ):
-                    raise HTTPStatusError(url, status, detail)
-                wait_s = self.delay(attempt, retry_after_seconds(retry_after))
-            attempt += 1
-            self.sleep(wait_s)
-
-    def _attempt(
-        self, url: str, data: bytes | None, timeout_s: float
-    ) -> tuple[int, bytes, str | None]:
-        """One try: (status, body, ``Retry-After``), all of it within `timeout_s`."""
-        req = urllib.request.Request(
-            url, data=data, headers=self.headers(), method="GET" if data is None else "POST"
-        )
-        deadline = RequestDeadline(timeout_s)
-        try:
-            try:
-                with deadline.opener().open(req, timeout=timeout_s) as response:
-                    status, answer, retry_after = response.status, response.read(), None
-            except urllib.error.HTTPError as exc:  # an error answer: its body says why
-                status, answer, retry_after = exc.code, exc.read(), exc.headers.get("Retry-After")
-            if deadline.expired:  # a body without a length ends at the shutdown, silently
-                raise TimeoutError
-            return status, answer, retry_after
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-            if deadline.expired or isinstance(getattr(exc, "reason", exc), TimeoutError):
-                raise RequestTimeout(
-                    f"timed out after {timeout_s:g} s without a complete answer from {url} "
-                    "(the limit covers connect, send, headers and body)"
-                ) from None
-            raise
-        finally:
-            deadline.cancel()
 
 
 class OpenAIEngine:
@@ -474,7 +262,11 @@ class OpenAIEngine:
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env) or None
         self.client = HTTPClient(
-            api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            max_connections=concurrency,
         )
         # False: a response without the log probabilities asked for is taken as it is (the
         # judge: its verdict stands without them) instead of stopping the run
@@ -492,6 +284,11 @@ class OpenAIEngine:
             root = (self.served or {}).get("root")
             if root and root != model and identity is None:
                 self.model_id += f"@{root}"
+
+    def close(self) -> None:
+        """Close the pooled connections and end the client's loop thread (also done when
+        the engine is collected or the process exits); a later call starts them again."""
+        self.client.close()
 
     @property
     def server_label(self) -> str:
@@ -545,7 +342,7 @@ class OpenAIEngine:
         body.update(structured_output_fields(settings.response_format, self.json_schema_form))
         return body
 
-    def _post(self, body: dict) -> dict:
+    async def _post(self, body: dict) -> dict:
         fmt = body.get("response_format") or {}
         openai_form = fmt.get("type") == "json_schema"
         images = has_images(body)
@@ -556,7 +353,7 @@ class OpenAIEngine:
             )
 
         try:
-            return self.client.request(
+            return await self.client.request_async(
                 self.url, body, give_up=give_up if openai_form or images else None
             )
         except HTTPStatusError as exc:
@@ -571,7 +368,7 @@ class OpenAIEngine:
                         exc.detail[:200],
                     )
                 schema = fmt["json_schema"]["schema"]
-                return self._post(
+                return await self._post(
                     {**body, "response_format": _json_schema_field(schema, "json_object")}
                 )
             for field_name in ("response_format", "structured_outputs"):
@@ -609,9 +406,17 @@ class OpenAIEngine:
                 raise ServerCapabilityError(f"{exc}; {hint}") from None
             raise
 
-    def complete(self, request: GenerationRequest, settings: SamplingSettings) -> Generation:
+    async def _complete(self, request: GenerationRequest, settings: SamplingSettings) -> Generation:
         """One row; raises on failure (see :meth:`generate` for what becomes an error row)."""
-        payload = self._post(self.request_body(request, settings))
+        payload = await self._post(self.request_body(request, settings))
+        return self.generation(request, settings, payload)
+
+    def generation(
+        self, request: GenerationRequest, settings: SamplingSettings, payload: Any
+    ) -> Generation:
+        """The row's :class:`Generation` from the server's decoded answer. Per-row work at
+        thousands of rows a second: each token and top entry is built once, from the dicts
+        as the JSON parser made them."""
         choices = payload.get("choices") if isinstance(payload, dict) else None
         if not choices:
             raise RuntimeError(f"response without choices: {json.dumps(payload)[:300]}")
@@ -627,17 +432,27 @@ class OpenAIEngine:
                 "the server answered this row without the log probabilities the request asked "
                 f"for (logprobs: true, top_logprobs: {settings.top_logprobs})"
             )
-        tokens = [
-            TokenLogprob(
-                token=item.get("token", ""),
-                logprob=float(item.get("logprob", float("nan"))),
-                top=[
-                    (t.get("token", ""), float(t["logprob"]))
-                    for t in item.get("top_logprobs") or []
-                ],
-            )
-            for item in logprobs or []
-        ]
+        try:  # every field present, as OpenAI's format has it (vLLM, SGLang, llama.cpp)
+            tokens = [
+                TokenLogprob(
+                    item["token"],
+                    float(item["logprob"]),
+                    [(t["token"], float(t["logprob"])) for t in item["top_logprobs"]],
+                )
+                for item in logprobs or ()
+            ]
+        except (KeyError, TypeError):  # a server that leaves some out
+            tokens = [
+                TokenLogprob(
+                    item.get("token", ""),
+                    float(item.get("logprob", _NAN)),
+                    [
+                        (t.get("token", ""), float(t["logprob"]))
+                        for t in item.get("top_logprobs") or ()
+                    ],
+                )
+                for item in logprobs or ()
+            ]
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         return Generation(
             row_index=request.row_index,
@@ -651,14 +466,14 @@ class OpenAIEngine:
             max_new_tokens=settings.max_new_tokens,
         )
 
-    def _safe(
+    async def _safe(
         self, request: GenerationRequest, settings: SamplingSettings
     ) -> tuple[Generation, bool]:
         """The row's generation, or its error row (the one place row errors are written,
         redacted); and whether it came back without the log probabilities asked for."""
         started = time.perf_counter()
         try:
-            generation = self.complete(request, settings)
+            generation = await self._complete(request, settings)
         except ServerCapabilityError:
             raise
         except Exception as exc:  # one failed row must not stop the others
@@ -700,44 +515,78 @@ class OpenAIEngine:
         """Results in request order; `concurrency` requests in flight, never more.
 
         `batch_size` only sets how often `on_batch(done, total)` is called (every
-        `batch_size` finished rows and at the end): a server batches by itself.
+        `batch_size` finished rows and at the end), on this thread while the requests go
+        on: a server batches by itself.
         """
         total = len(requests)
         step = max(int(batch_size or self.default_batch_size), 1)
-        results: list[Generation | None] = [None] * total
-        done = reported = without_logprobs = 0
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(total, 1))) as pool:
-            futures = {pool.submit(self._safe, r, settings): i for i, r in enumerate(requests)}
-            pending = set(futures)
+        progress: queue.SimpleQueue[int | None] | None = None
+        if on_batch is not None:
+            progress = queue.SimpleQueue()
+        with collector_paused():
+            future = self.client.submit(self._rows(requests, settings, step, progress))
             try:
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        # re-raises a fatal error
-                        results[futures[future]], lacking = future.result()
-                        without_logprobs += lacking
-                        done += 1
-                    if on_batch is not None and (done - reported >= step or done == total):
-                        reported = done
+                if on_batch is not None and progress is not None:
+                    while (done := progress.get()) is not None:
                         on_batch(done, total)
+                generations, without_logprobs = future.result()
             except BaseException:
-                for future in pending:  # stop before the queued rows are asked
-                    future.cancel()
+                future.cancel()  # a fatal row, or this thread interrupted: drop the rest
                 raise
-        generations = [g for g in results if g is not None]
         self._check_logprobs_support(generations, without_logprobs, settings)
         return generations
 
+    async def _rows(
+        self,
+        requests: Sequence[GenerationRequest],
+        settings: SamplingSettings,
+        step: int,
+        progress: queue.SimpleQueue[int | None] | None,
+    ) -> tuple[list[Generation], int]:
+        """The rows by `concurrency` workers on the client's loop, each taking the next row
+        when its last one is done (retries and back-off included, as a thread each did);
+        the generations in order and how many came back without the log probabilities
+        asked for. Progress goes to `progress` every `step` rows, then None."""
+        total = len(requests)
+        results: list[Generation] = [None] * total  # type: ignore[list-item]
+        rows = iter(enumerate(requests))
+        done = reported = without = 0
+
+        async def worker() -> None:
+            nonlocal done, reported, without
+            for index, request in rows:  # one iterator shared by the workers
+                results[index], lacking = await self._safe(request, settings)
+                without += lacking
+                done += 1
+                if progress is not None and (done - reported >= step or done == total):
+                    reported = done
+                    progress.put(done)
+
+        try:
+            workers = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, total))]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:  # a fatal row: the others stop before the next is asked
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
+        finally:
+            if progress is not None:
+                progress.put(None)
+        return results, without
+
 
 __all__ = [
+    "FATAL_STATUS",
     "JSON_SCHEMA_FORMS",
     "REDACTED",
+    "RETRY_STATUS",
     "ConnectionFailure",
     "HTTPClient",
     "HTTPStatusError",
     "LogprobsMissing",
     "OpenAIEngine",
-    "RequestDeadline",
     "RequestTimeout",
     "ServerCapabilityError",
     "base_url",
