@@ -251,6 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 show_progress=not args.quiet,
                 wait_for_lock=args.wait,
                 on_wait=_waiting_for(loaded.name),
+                max_parallel=args.max_parallel,
             )
         except RunLockHeld as exc:
             print(f"{loaded.name}: {exc}", file=sys.stderr)
@@ -387,6 +388,7 @@ def _run_judge(loaded, args: argparse.Namespace, started: float) -> int:
             run_upstream=not args.no_upstream,
             wait_for_lock=args.wait,
             on_wait=_waiting_for(loaded.name),
+            max_parallel=args.max_parallel,
         )
     except RecipeError as exc:
         print(exc, file=sys.stderr)
@@ -494,7 +496,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_override_value("max_new_tokens"),
         help="override inference.max_new_tokens (a quick try)",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--max-parallel",
+        type=_positive_int,
+        metavar="N",
+        help="run at most N replica partitions at once, each in its own process "
+        "(default: all of them; 1: one after the other in this process)",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument(
         "--wait",
         action="store_true",

@@ -7,7 +7,6 @@ Keys are prefixed and grouped by the recipe's ``run.name``. The recipe file is t
 configuration, so materializing from the UI needs no launch config.
 """
 
-import time
 from typing import Any
 
 import dagster as dg
@@ -125,16 +124,14 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
     )
     def inference_outputs(context: AssetExecutionContext) -> dg.MaterializeResult:
         replica = int(context.partition_key)
-        last_logged = [0.0]
+        reuse = context.run.tags.get(RECOMPUTE_TAG, "").lower() != "true"
+        reports = progress.ReplicaProgress(loaded, replica, reuse)
 
         def on_batch(done: int, total: int) -> None:
-            progress.notify(f"replica {replica}", done, total)
-            now = time.monotonic()
-            if now - last_logged[0] > 5 or done == total:
-                last_logged[0] = now
-                context.log.info(f"replica {replica}: {done}/{total} rows generated")
+            line = reports.update(done, total)  # one per block generated here
+            if line is not None:
+                context.log.info(line)
 
-        reuse = context.run.tags.get(RECOMPUTE_TAG, "").lower() != "true"
         summary = stages.run_inference(loaded, replica, on_batch=on_batch, reuse=reuse)
         if summary["reused"]:
             context.log.info(f"replica {replica}: prompts, model and settings unchanged; reused")

@@ -262,11 +262,13 @@ def run_judge_evaluation(
     run_upstream: bool = True,
     wait_for_lock: bool = False,
     on_wait: Callable[[LockOwner | None], None] | None = None,
+    max_parallel: int | None = 1,
 ):
     """Materialize a judge recipe as a user would from the UI: first the gen_qa recipes it
     joins (each through :func:`materialize.run_evaluation`, unless ``run_upstream`` is
-    False), then its dataset and judge results, then the leaderboard. Each recipe's run
-    folder is locked while it runs (as in :func:`materialize.run_evaluation`)."""
+    False; their replicas up to ``max_parallel`` processes at once), then its dataset and
+    judge results, then the leaderboard. Each recipe's run folder is locked while it runs
+    (as in :func:`materialize.run_evaluation`)."""
     from nova_eval_assets.assets.in_process import exclusive_run
 
     instance = instance or dg.DagsterInstance.get()
@@ -281,6 +283,7 @@ def run_judge_evaluation(
             run_upstream,
             wait_for_lock,
             on_wait,
+            max_parallel,
         )
 
 
@@ -293,6 +296,7 @@ def _judge_stages(
     run_upstream: bool,
     wait_for_lock: bool,
     on_wait: Callable[[LockOwner | None], None] | None,
+    max_parallel: int | None = 1,
 ):
     from tqdm import tqdm
 
@@ -320,6 +324,7 @@ def _judge_stages(
             quiet_logs=quiet_logs,
             wait_for_lock=wait_for_lock,
             on_wait=on_wait,
+            max_parallel=max_parallel,
         )
         outcome.run_ids += done.run_ids
         outcome.comparisons += done.comparisons

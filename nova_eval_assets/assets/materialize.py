@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from tqdm import tqdm
 
 from nova_eval_assets import progress, stages, storage
 from nova_eval_assets.assets.analysis import (
@@ -22,6 +21,7 @@ from nova_eval_assets.assets.analysis import (
 )
 from nova_eval_assets.assets.evaluation import build_evaluation_assets
 from nova_eval_assets.assets.in_process import InProcessRuns, exclusive_run, failure_message
+from nova_eval_assets.assets.parallel import REPLICA_STAGES, run_replicas, start_fork_server
 from nova_eval_assets.assets.tables import materialize_tables
 from nova_eval_assets.assets.tracking import materialize_tracking
 from nova_eval_assets.assets.validation import preflight_stop, stop_message
@@ -51,19 +51,26 @@ def run_evaluation(
     quiet_logs: bool = True,
     wait_for_lock: bool = False,
     on_wait: Callable[[LockOwner | None], None] | None = None,
+    max_parallel: int | None = 1,
 ) -> EvaluationRun:
     """Every stage of ``loaded``, holding the lock of its run folder (raises
     :class:`~nova_eval_assets.run_lock.RunLockHeld` when another run holds it, unless
     ``wait_for_lock``; :class:`~nova_eval_assets.assets.in_process.RunInterrupted` on
-    SIGINT / SIGTERM)."""
+    SIGINT / SIGTERM). The replica partitions run in up to ``max_parallel`` processes at
+    once (None: all of them; 1: one after the other in this process), which needs an
+    instance on disk (:mod:`nova_eval_assets.assets.parallel`)."""
     instance = instance or dg.DagsterInstance.get()
     root = EvalLayout.for_recipe(loaded).root
     with exclusive_run(instance, root, loaded.name, wait_for_lock, on_wait):
-        return _run_stages(loaded, instance, show_progress, quiet_logs)
+        return _run_stages(loaded, instance, show_progress, quiet_logs, max_parallel)
 
 
 def _run_stages(
-    loaded: LoadedRecipe, instance: dg.DagsterInstance, show_progress: bool, quiet_logs: bool
+    loaded: LoadedRecipe,
+    instance: dg.DagsterInstance,
+    show_progress: bool,
+    quiet_logs: bool,
+    max_parallel: int | None,
 ) -> EvaluationRun:
     runs = InProcessRuns(instance, loaded.name, quiet_logs)
     definitions = build_evaluation_assets(loaded)
@@ -75,6 +82,10 @@ def _run_stages(
         keys = [dg.AssetKey([loaded.key, stage]) for stage in stages_]
         return runs.materialize(definitions, keys, partition, quiet_level)
 
+    replicas = loaded.recipe.run.replicas
+    parallel = min(max_parallel or replicas, replicas)
+    if parallel > 1:
+        start_fork_server()  # its imports overlap the dataset and prompts
     # a dataset that stops the run is reported below in one message, not as a stack trace
     prepared = materialize(["validated_dataset", "preprocessed_prompts"], quiet_level="CRITICAL")
     layout = EvalLayout.for_recipe(loaded)
@@ -89,21 +100,19 @@ def _run_stages(
         outcome.message = failure_message(prepared)
         return outcome
 
-    total = validation["valid_rows"]
-    bar = tqdm(total=total, desc="generating", unit="row", disable=not show_progress)
-    finished_before: dict[str, int] = {}
-
-    def on_progress(stage: str, done: int, _total: int) -> None:
-        bar.update(done - finished_before.get(stage, 0))
-        finished_before[stage] = done
-
-    with bar, progress.listening(on_progress):
-        for replica in range(loaded.recipe.run.replicas):
-            bar.set_postfix_str(f"replica {replica + 1}/{loaded.recipe.run.replicas}")
-            result = materialize(["inference_outputs", "postprocessed_metrics"], str(replica))
-            if not result.success:
-                outcome.message = failure_message(result)
+    with progress.ReplicaBars(replicas, enabled=show_progress) as bars:
+        if parallel > 1:  # a process each (assets/parallel.py)
+            failed = run_replicas(loaded, instance, parallel, quiet_logs, bars.update, runs.run_ids)
+            if failed is not None:
+                outcome.message = failed
                 return outcome
+        else:
+            with progress.listening_to_reports(bars.report):
+                for replica in range(replicas):
+                    result = materialize(list(REPLICA_STAGES), str(replica))
+                    if not result.success:
+                        outcome.message = failure_message(result)
+                        return outcome
 
     result = materialize(["aggregated_report"])
     if not result.success:
