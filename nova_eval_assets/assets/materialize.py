@@ -85,7 +85,7 @@ def _run_stages(
     replicas = loaded.recipe.run.replicas
     parallel = min(max_parallel or replicas, replicas)
     if parallel > 1:
-        start_fork_server()  # its imports overlap the dataset and prompts
+        start_fork_server(loaded)  # its imports overlap the dataset and prompts
     # a dataset that stops the run is reported below in one message, not as a stack trace
     prepared = materialize(["validated_dataset", "preprocessed_prompts"], quiet_level="CRITICAL")
     layout = EvalLayout.for_recipe(loaded)

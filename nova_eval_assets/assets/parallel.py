@@ -3,12 +3,13 @@
 Each replica is a process of its own with its own engine that materializes its partition
 (``inference_outputs``, ``postprocessed_metrics``) as its own Dagster run in the parent's
 instance, with the CLI's tags, so ``make ui`` shows it; at most ``parallel`` at once, in
-replica order. The processes come from multiprocessing's fork server, which imports this
-package once, so that a replica starts in about a second instead of importing Dagster, the
-stages and their libraries again (4 s or more on 2 cores); each takes the parent's working
-folder and environment as they are when it starts. The parent holds the run folder's lock
-for the whole run (:func:`~nova_eval_assets.assets.in_process.exclusive_run`); the children
-take none. Each child sends its progress reports and its outcome over a pipe of its own.
+replica order. The processes come from multiprocessing's fork server, which imports
+Dagster, the stages and the engine's libraries once (started while the dataset and prompts
+run), instead of each replica importing them again (4 s or more on 2 cores); each takes the
+parent's working folder and environment as they are when it starts. The parent holds the
+run folder's lock for the whole run
+(:func:`~nova_eval_assets.assets.in_process.exclusive_run`); the children take none. Each
+child sends its progress reports and its outcome over a pipe of its own.
 
 - A replica that fails stops the run with its message; the others get SIGTERM, which
   stops their Dagster runs through their cleanup and keeps their checkpointed blocks, so
@@ -48,9 +49,17 @@ STOP_GRACE_S = 60.0
 REPLICA_STAGES = ("inference_outputs", "postprocessed_metrics")
 #: how often a child checks that its parent lives
 PARENT_CHECK_S = 1.0
-#: what the fork server imports once for every replica: this module (Dagster, the stages)
-#: and what opening a sqlite instance loads (its migrations: 1.5 s a process otherwise)
-PRELOAD = [__name__, "dagster._core.storage.sqlite_storage", "alembic.script"]
+#: what the fork server imports once for every replica: this module (Dagster, the stages),
+#: what opening a sqlite instance loads (its migrations: 1.5 s a process otherwise) and the
+#: served engines' client (the preflight checks import it)
+PRELOAD = [
+    __name__,
+    "dagster._core.storage.sqlite_storage",
+    "alembic.script",
+    "nova_eval_assets.preflight",
+]
+#: and by inference.engine, what its engine imports (vllm sets up the GPU: not in the server)
+ENGINE_PRELOAD = {"hf": ["torch", "transformers"]}
 
 ReportCallback = Callable[[int, int, int, int], None]  # (replica, done, total, kept)
 
@@ -95,7 +104,7 @@ def run_replicas(
             "replicas in parallel processes need a Dagster instance on disk ($DAGSTER_HOME) "
             "that every process opens; an ephemeral instance runs them in process"
         )
-    context = _fork_server()
+    context = _fork_server(loaded)
     parent = os.getpid()
     pending = list(range(loaded.recipe.run.replicas))
     live: dict[int, _Child] = {}
@@ -136,17 +145,19 @@ def run_replicas(
     return failure
 
 
-def _fork_server() -> Any:
+def _fork_server(loaded: LoadedRecipe) -> Any:
     """multiprocessing's fork-server context: children forked from a clean, threadless
-    process that imported PRELOAD (set before the server starts; no effect after)."""
+    process that imported what ``loaded``'s replicas need (set before the server starts:
+    the first recipe of a process decides, the others import the rest themselves)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
+    engine = loaded.recipe.inference.engine
+    context.set_forkserver_preload([*PRELOAD, *ENGINE_PRELOAD.get(engine, [])])
     return context
 
 
-def start_fork_server() -> None:
+def start_fork_server(loaded: LoadedRecipe) -> None:
     """Start the fork server now, so that its imports overlap the run's first stages."""
-    _fork_server()
+    _fork_server(loaded)
     multiprocessing.forkserver.ensure_running()
 
 
