@@ -158,34 +158,6 @@ class BlockMarks:
 # ---------------------------------------------------------------- what a replica starts from
 
 
-def rows_kept(loaded: LoadedRecipe, replica: int, reuse: bool) -> int:
-    """Rows of ``replica``'s shard that this run does not generate: the whole shard when its
-    output is reused, else the rows of its finished block checkpoints. Call it at the
-    stage's first progress report: the engine is loaded then (for an external server,
-    its identity is part of the checkpoints' run key) and no block of this run is
-    checkpointed yet (a block is saved after its last report)."""
-    from nova_eval_assets import lineage, resume, storage
-    from nova_eval_assets.layout import EvalLayout
-    from nova_eval_assets.stages.engine_setup import load_engine, recipe_model_id
-    from nova_eval_assets.stages.inference import parquet_rows
-
-    layout = EvalLayout.for_recipe(loaded)
-    path = layout.inference(replica, loaded.recipe.run.replicas)
-    output_there = reuse and storage.exists(path)
-    checkpointed = storage.list_files(resume.checkpoint_root(path), ".parquet")
-    if not output_there and not checkpointed:
-        return 0  # the common case: nothing to read
-    # the run key, as stages.run_inference makes it
-    inference = loaded.recipe.inference
-    external = inference.engine == "openai" and inference.server is None
-    model_id = load_engine(loaded).model_id if external else recipe_model_id(loaded)
-    prompts_sha256 = lineage.prompts_hash(layout.prompts)
-    key = lineage.inference_lineage(loaded, replica, prompts_sha256, model_id)["data_version"]
-    if output_there and (lineage.read_lineage(path) or {}).get("data_version") == key:
-        return parquet_rows(path)
-    return sum(parquet_rows(block) for block in resume.BlockCheckpoints(path, key).finished())
-
-
 def block_rows(loaded: LoadedRecipe) -> int | None:
     """Rows per inference block (the unit of the checkpoints): ``batch_size`` times the
     engine's batches per block. Without ``inference.batch_size``, the engine's default
@@ -222,6 +194,8 @@ class ReplicaProgress:
 
     def update(self, done: int, total: int) -> str | None:
         if self.marks is None:  # the first report: the engine is loaded, no block saved yet
+            from nova_eval_assets.stages.inference import rows_kept
+
             self.kept = rows_kept(self.loaded, self.replica, self.reuse)
             self.marks = BlockMarks(block_rows(self.loaded), clock=self.clock)
         self.rate.update(done, total, self.kept)

@@ -279,20 +279,51 @@ def read_parquet(location: str, columns: list[str] | None = None) -> pa.Table:
 
 
 def iter_parquet_batches(
-    location: str, columns: list[str] | None = None, batch_size: int = 65_536
+    location: str,
+    columns: list[str] | None = None,
+    batch_size: int = 65_536,
+    rows: tuple[int, int] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of a Parquet file, streamed; ``columns`` may name nested fields
-    (``"token_logprobs.list.element.logprob"``) so unread leaves are never decoded.
+    (``"token_logprobs.list.element.logprob"``) so unread leaves are never decoded;
+    ``rows=(start, end)`` reads only those rows, decoding only the row groups that hold them.
 
     One row group at a time: pyarrow pre-buffers every row group a reader is given, so a
     reader over the whole file would hold the whole file in memory."""
     fs, path = _filesystem(location)
     with fs.open_input_file(path) as source:
         parquet = pq.ParquetFile(source)
+        position = 0
         for group in range(parquet.num_row_groups):
-            yield from parquet.iter_batches(
+            size = parquet.metadata.row_group(group).num_rows
+            first, position = position, position + size
+            if rows is None:
+                skip, left = 0, size
+            elif first + size <= rows[0] or first >= rows[1]:
+                continue
+            else:
+                skip = max(rows[0] - first, 0)
+                left = min(rows[1], first + size) - first - skip
+                if left <= 0:
+                    continue
+            for batch in parquet.iter_batches(
                 batch_size=batch_size, row_groups=[group], columns=columns
-            )
+            ):
+                cut = min(skip, batch.num_rows)
+                skip -= cut
+                batch = batch.slice(cut, left)
+                left -= batch.num_rows
+                if batch.num_rows:
+                    yield batch
+                if left == 0:
+                    break
+
+
+def parquet_rows(location: str) -> int:
+    """Rows of a Parquet file, from its footer."""
+    fs, path = _filesystem(location)
+    with fs.open_input_file(path) as source:
+        return pq.ParquetFile(source).metadata.num_rows
 
 
 def parquet_schema(location: str) -> pa.Schema:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from nova_eval_assets import lineage, resume, storage
 from nova_eval_assets.dataset import (
@@ -46,6 +45,40 @@ def replica_range(num_rows: int, replica: int, replicas: int, block: int) -> tup
     return shard_ranges(num_rows, replicas, block)[replica]
 
 
+def external_engine(loaded: LoadedRecipe) -> Engine | None:
+    """The engine of a server the recipe names but does not start (its identity is what the
+    server serves, /v1/models); None for every other engine, known without loading it."""
+    inference = loaded.recipe.inference
+    if inference.engine == "openai" and inference.server is None:
+        return load_engine(loaded)  # cached: the stage's own engine
+    return None
+
+
+def shard_lineage(loaded: LoadedRecipe, replica: int, engine: Engine | None) -> dict[str, Any]:
+    """What a replica's output records: its ``data_version`` keys the block checkpoints and
+    the reuse check (``engine``: :func:`external_engine`'s, or the caller's)."""
+    model_id = engine.model_id if engine is not None else recipe_model_id(loaded)
+    prompts_sha256 = lineage.prompts_hash(EvalLayout.for_recipe(loaded).prompts)  # its footer
+    return lineage.inference_lineage(loaded, replica, prompts_sha256, model_id)
+
+
+def rows_kept(loaded: LoadedRecipe, replica: int, reuse: bool) -> int:
+    """Rows of ``replica``'s shard that :func:`run_inference` will not generate: the whole
+    shard when its output is reused, else the rows of its finished block checkpoints. Call
+    it once the stage has begun (the engine is loaded then) and before a block of this run
+    is checkpointed."""
+    path = EvalLayout.for_recipe(loaded).inference(replica, loaded.recipe.run.replicas)
+    output_there = reuse and storage.exists(path)
+    checkpointed = storage.list_files(resume.checkpoint_root(path), ".parquet")
+    if not output_there and not checkpointed:
+        return 0  # the common case: nothing to read
+    key = shard_lineage(loaded, replica, external_engine(loaded))["data_version"]
+    if output_there and (lineage.read_lineage(path) or {}).get("data_version") == key:
+        return storage.parquet_rows(path)
+    blocks = resume.BlockCheckpoints(path, key).finished()
+    return sum(storage.parquet_rows(block) for block in blocks)
+
+
 def run_inference(
     loaded: LoadedRecipe,
     replica: int,
@@ -63,12 +96,9 @@ def run_inference(
     layout = EvalLayout.for_recipe(loaded)
     replicas = loaded.recipe.run.replicas
     path = layout.inference(replica, replicas)
-    inference = loaded.recipe.inference
-    if engine is None and inference.engine == "openai" and inference.server is None:
-        engine = load_engine(loaded)  # its identity is what the server serves (/v1/models)
-    model_id = engine.model_id if engine is not None else recipe_model_id(loaded)
-    prompts_sha256 = lineage.prompts_hash(layout.prompts)  # recorded in the prompts file
-    recorded = lineage.inference_lineage(loaded, replica, prompts_sha256, model_id)
+    if engine is None:
+        engine = external_engine(loaded)
+    recorded = shard_lineage(loaded, replica, engine)
     previous = lineage.read_lineage(path) if reuse else None
     if previous is not None and previous.get("data_version") == recorded["data_version"]:
         tally = ShardTally()
@@ -82,7 +112,7 @@ def run_inference(
     with contextlib.ExitStack() as stack:  # a managed server lives as long as this block
         if engine is None:
             check_recipe_reasoning(loaded.recipe)  # from the chat template, before the weights
-            engine = open_engine(loaded, replica, stack, model_id)
+            engine = open_engine(loaded, replica, stack, recorded["model_id"])
         summary = _generate_shard(loaded, replica, engine, layout.prompts, path, recorded, on_batch)
     check_error_rate(loaded, summary)  # after the rows are written: they stay recorded
     return summary
@@ -105,7 +135,7 @@ def _generate_shard(
     # which rows are batched together (and so never changes the results).
     batch_size = loaded.recipe.inference.batch_size or engine.default_batch_size
     block = engine.block_size(batch_size)
-    start, end = replica_range(parquet_rows(prompts), replica, replicas, block)
+    start, end = replica_range(storage.parquet_rows(prompts), replica, replicas, block)
     shard_rows = end - start
     settings = sampling_settings(loaded)
     check_settings = getattr(engine, "check_settings", None)
@@ -163,47 +193,21 @@ def _generate_shard(
     return summary
 
 
-def parquet_rows(location: str) -> int:
-    """Rows of a Parquet file, from its footer."""
-    fs, path = storage.filesystem(location)
-    with fs.open_input_file(path) as source:
-        return pq.ParquetFile(source).metadata.num_rows
-
-
 def iter_row_blocks(
     location: str, start: int, end: int, block: int, columns: list[str] | None = None
 ) -> Iterator[pa.Table]:
     """Rows ``start..end`` of a Parquet file in tables of ``block`` rows (the last may be
     shorter), decoding only the row groups that hold them."""
-    fs, path = storage.filesystem(location)
-    with fs.open_input_file(path) as source:
-        parquet = pq.ParquetFile(source)
-        groups, skip, position = [], 0, 0
-        for group in range(parquet.metadata.num_row_groups):
-            size = parquet.metadata.row_group(group).num_rows
-            if position < end and position + size > start:
-                if not groups:
-                    skip = start - position  # rows of the first group before the shard
-                groups.append(group)
-            position += size
-        if not groups:
-            return
-        left, held = end - start, None  # rows still to read; rows read, not yet yielded
-        for batch in parquet.iter_batches(batch_size=block, row_groups=groups, columns=columns):
-            cut = min(skip, batch.num_rows)
-            skip -= cut
-            batch = batch.slice(cut, left)
-            left -= batch.num_rows
-            if batch.num_rows:
-                rows = pa.Table.from_batches([batch])
-                held = rows if held is None else pa.concat_tables([held, rows])
-                while held.num_rows >= block:
-                    yield held.slice(0, block)
-                    held = held.slice(block)
-            if left == 0:
-                break
-        if held is not None and held.num_rows:
-            yield held
+    held = None  # rows read, not yet yielded
+    batches = storage.iter_parquet_batches(location, columns, block, rows=(start, end))
+    for batch in batches:
+        rows = pa.Table.from_batches([batch])
+        held = rows if held is None else pa.concat_tables([held, rows])
+        while held.num_rows >= block:
+            yield held.slice(0, block)
+            held = held.slice(block)
+    if held is not None and held.num_rows:
+        yield held
 
 
 class ShardRequests:
