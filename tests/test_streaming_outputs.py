@@ -47,7 +47,9 @@ from nova_eval_assets.metrics import (
     bootstrap_bleu_stderr,
     example_metrics,
 )
+from nova_eval_assets.metrics.batch_scoring import ScoringWorkers
 from nova_eval_assets.recipe import LoadedRecipe, load_recipe
+from nova_eval_assets.stages import scoring
 from nova_eval_assets.tables import build
 from tests.conftest import PROJECT, ticket_lines
 
@@ -234,12 +236,23 @@ def row_group_sizes(location: str) -> list[int]:
     return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
 
 
-def score_and_report(loaded: LoadedRecipe, batch_rows: int, monkeypatch) -> dict[str, Any]:
-    """Score every replica and write the report with ``batch_rows`` rows per batch; what
-    they wrote, read back."""
+def score_and_report(
+    loaded: LoadedRecipe, batch_rows: int, monkeypatch, workers: bool = False
+) -> dict[str, Any]:
+    """Score every replica and write the report with ``batch_rows`` rows per batch (the
+    built-in metrics in worker processes if ``workers``); what they wrote, read back."""
     monkeypatch.setenv("NOVA_EVAL_BATCH_ROWS", str(batch_rows))
     replicas = loaded.recipe.run.replicas
-    scored = [stages.score_replica(loaded, replica) for replica in range(replicas)]
+    started: list[int] = []
+    with monkeypatch.context() as patch:
+        if workers:
+            patch.setattr(scoring, "POOL_MIN_ROWS", 0)
+            patch.setattr(
+                scoring, "ScoringWorkers", lambda n: started.append(n) or ScoringWorkers(n)
+            )
+        scored = [stages.score_replica(loaded, replica) for replica in range(replicas)]
+    # with workers, every replica was scored by more than one worker process
+    assert started == ([started[0]] * replicas if workers else []) and min(started or [2]) > 1
     report = stages.write_report(loaded)
     monkeypatch.delenv("NOVA_EVAL_BATCH_ROWS")
     layout = EvalLayout.for_recipe(loaded)
@@ -283,7 +296,7 @@ def two_runs(request, make_recipe, tmp_path, monkeypatch) -> dict[str, Any]:
     lines = dataset_lines(ROWS)
     loaded = ticket_recipe(make_recipe, tmp_path, ROWS, request.param)
     run_inference(loaded, lines)
-    small = score_and_report(loaded, SMALL_BATCH, monkeypatch)
+    small = score_and_report(loaded, SMALL_BATCH, monkeypatch, workers=True)
     whole = score_and_report(loaded, 100_000, monkeypatch)
     handler = load_handler("handler.py:lambda_handler", tmp_path)
     return {"small": small, "whole": whole, "expected": expected_rows(lines, handler)}

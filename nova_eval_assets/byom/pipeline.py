@@ -31,6 +31,7 @@ from nova_eval_assets.byom.runner import CallResult, ProcessorRunner, check_erro
 from nova_eval_assets.metrics.classification import LabelCounts, extract_label
 from nova_eval_assets.metrics.custom import aggregate_custom
 from nova_eval_assets.metrics.gather import MetricValues, map_entries
+from nova_eval_assets.metrics.gen_qa import PER_EXAMPLE_METRICS
 from nova_eval_assets.recipe import LoadedRecipe
 
 MAX_LISTED_ERRORS = 10
@@ -155,6 +156,10 @@ def _custom_metrics(
     return pairs, None
 
 
+#: a scored row's built-in metric names, which custom metrics must not take
+BUILTIN_METRICS = (*PER_EXAMPLE_METRICS, "bleu")
+
+
 class ReplicaExtras:
     """The processor and classification columns of one replica, scored batch by batch, and
     the postprocessing summary over every batch (:meth:`summary`)."""
@@ -172,12 +177,10 @@ class ReplicaExtras:
         self,
         outputs: Sequence[dict[str, Any]],
         scored: Sequence[bool],
-        builtin: Sequence[Sequence[tuple[str, float]]],
     ) -> dict[str, list[Any]]:
         """Per-row processor and classification columns for one batch of the replica.
 
-        ``outputs`` rows hold ``row_index``, ``prompt``, ``gold`` and ``prediction``;
-        ``builtin`` is each row's built-in metric pairs (custom names must not clash).
+        ``outputs`` rows hold ``row_index``, ``prompt``, ``gold`` and ``prediction``.
         """
         n = len(outputs)
         columns: dict[str, list[Any]] = {
@@ -190,7 +193,7 @@ class ReplicaExtras:
             "label_problem": [None] * n,
         }
         if self.runner is not None:
-            self._postprocess(outputs, scored, builtin, columns)
+            self._postprocess(outputs, scored, columns)
         config = self.loaded.recipe.classification
         if config is not None:
             for i, row in enumerate(outputs):
@@ -213,7 +216,6 @@ class ReplicaExtras:
         self,
         outputs: Sequence[dict[str, Any]],
         scored: Sequence[bool],
-        builtin: Sequence[Sequence[tuple[str, float]]],
         columns: dict[str, list[Any]],
     ) -> None:
         assert self.runner is not None
@@ -233,8 +235,7 @@ class ReplicaExtras:
         for i, result in zip(todo, results, strict=True):
             columns["postprocess_seconds"][i] = result.seconds
             if result.ok:
-                names = [name for name, _ in builtin[i]] + ["bleu"]
-                pairs, error = _custom_metrics(result, names)
+                pairs, error = _custom_metrics(result, BUILTIN_METRICS)
                 columns["custom_metrics"][i] = pairs
                 columns["postprocess_error"][i] = error
             else:

@@ -1,7 +1,16 @@
-"""postprocessed_metrics: per-example metrics of one replica."""
+"""postprocessed_metrics: per-example metrics of one replica.
+
+The built-in metrics are pure CPU work, row by row: on a replica of more than
+:data:`POOL_MIN_ROWS` rows, worker processes (one per CPU) score the record batches while
+this process reads the next ones and adds the classification and BYOM columns; batches are
+written in order, and no more than a few are in flight, so memory stays bounded by the
+batch.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -10,14 +19,13 @@ import pyarrow.compute as pc
 from nova_eval_assets import lineage, storage
 from nova_eval_assets.byom import pipeline as byom
 from nova_eval_assets.layout import EvalLayout
-from nova_eval_assets.metrics import (
-    bleu_sufficient_stats,
-    example_metrics,
-)
+from nova_eval_assets.metrics.batch_scoring import ScoringWorkers, builtin_metric_columns
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.stages.schemas import METRICS_SCHEMA
 
-# ---------------------------------------------------------------- postprocessed_metrics
+#: below this many rows a replica is scored in this process: starting workers (a fresh
+#: interpreter each, a fraction of a second) would cost more than it saves
+POOL_MIN_ROWS = 50_000
 
 _SCORED_COLUMNS = ["row_index", "prompt", "gold", "prediction", "error", "preprocess_error"]
 
@@ -36,11 +44,16 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
     extras = byom.ReplicaExtras(loaded)
     rows = scored_rows = 0
     path = layout.metrics(replica, replicas)
-    with storage.parquet_writer(path, schema) as writer:
+    batches = (
+        _with_scored(batch)
         for batch in storage.iter_parquet_batches(
             source, _SCORED_COLUMNS, batch_size=storage.batch_rows()
-        ):
-            table = _score_batch(batch.to_pylist(), extras)
+        )
+    )
+    workers = scoring_workers(storage.parquet_rows(source))
+    with storage.parquet_writer(path, schema) as writer:
+        for batch, builtin in _with_metrics(batches, workers):
+            table = _score_batch(batch, builtin, extras)
             writer.write_table(table)
             rows += table.num_rows
             scored_rows += int(pc.sum(table["scored"]).as_py() or 0)
@@ -54,21 +67,58 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
     }
 
 
-def _score_batch(outputs: list[dict[str, Any]], extras: byom.ReplicaExtras) -> pa.Table:
-    metrics, stats, scored = [], [], []
-    for row in outputs:
-        ok = row["error"] is None and row["preprocess_error"] is None
-        scored.append(ok)
-        metrics.append(list(example_metrics(row["gold"], row["prediction"]).items()) if ok else [])
-        stats.append(bleu_sufficient_stats(row["gold"], row["prediction"]) if ok else None)
-    columns = extras.score(outputs, scored, metrics)
-    metrics = [m + c for m, c in zip(metrics, columns["custom_metrics"], strict=True)]
+def scoring_workers(rows: int) -> int:
+    """Worker processes for a replica of ``rows`` rows: one per CPU this process may use,
+    no more than there are batches; none (scored here) below :data:`POOL_MIN_ROWS` rows,
+    on one CPU, or for a single batch."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(cpus or 1, -(-rows // storage.batch_rows()))
+    return 0 if rows < POOL_MIN_ROWS or workers < 2 else workers
+
+
+def _with_metrics(
+    batches: Iterator[pa.RecordBatch], workers: int
+) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
+    """Each batch with its built-in metric columns, in order, computed here or by
+    ``workers`` worker processes."""
+    if workers == 0:
+        for batch in batches:
+            yield batch, builtin_metric_columns(batch)
+        return
+    with ScoringWorkers(workers) as pool:
+        yield from pool.map(batches)
+
+
+def _with_scored(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with ``scored``: the row has a prediction (no inference or BYOM
+    preprocessing error)."""
+    scored = pc.and_(
+        pc.is_null(batch.column("error")), pc.is_null(batch.column("preprocess_error"))
+    )
+    return batch.append_column("scored", scored)
+
+
+def _score_batch(
+    batch: pa.RecordBatch, builtin: pa.RecordBatch, extras: byom.ReplicaExtras
+) -> pa.Table:
+    scored = batch.column("scored").to_pylist()
+    columns = extras.score(
+        batch.select(["row_index", "prompt", "gold", "prediction"]).to_pylist(), scored
+    )
+    metrics = builtin.column("metrics")
+    if any(columns["custom_metrics"]):  # BYOM metrics go into `metrics` as well
+        metrics = [
+            builtin_pairs + custom
+            for builtin_pairs, custom in zip(
+                metrics.to_pylist(), columns["custom_metrics"], strict=True
+            )
+        ]
     return pa.table(
         {
-            "row_index": [row["row_index"] for row in outputs],
-            "scored": scored,
+            "row_index": batch.column("row_index"),
+            "scored": batch.column("scored"),
             "metrics": metrics,
-            "bleu_stats": stats,
+            "bleu_stats": builtin.column("bleu_stats"),
             **columns,
         },
         schema=METRICS_SCHEMA,
