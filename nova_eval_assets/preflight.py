@@ -381,16 +381,11 @@ def _identity_not_checked(used: str, why: str) -> CheckResult:
 # ---------------------------------------------------------------- S3
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    return bucket, key
-
-
 def _check_s3_data(part: _Part, aws: _Aws, timeout_s: float) -> CheckResult:
     from botocore.exceptions import ClientError
 
     client = aws.client("s3")
-    bucket, key = _split_s3(part.resource)
+    bucket, key = storage.split_s3(part.resource)
     fail = _failer(part)
     if not bucket:
         return fail(f"{part.resource} names no bucket; use s3://<bucket>/<key>")
@@ -437,7 +432,7 @@ def _check_s3_output(part: _Part, aws: _Aws, timeout_s: float) -> CheckResult:
 
     client = aws.client("s3")
     marker = storage.join(part.options["folder"], uuid.uuid4().hex)
-    bucket, key = _split_s3(marker)
+    bucket, key = storage.split_s3(marker)
     source = part.options["source"]
     via = "" if source == "run.output_s3_path" else f" (from {source})"
     fail = _failer(part)
