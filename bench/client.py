@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
-import yaml  # noqa: E402
 
+from bench import workload  # noqa: E402
 from bench.instant_server import start_server  # noqa: E402
 from nova_eval_assets import stages, storage  # noqa: E402
 from nova_eval_assets.engines.base import GenerationRequest, SamplingSettings  # noqa: E402
@@ -53,35 +53,8 @@ from nova_eval_assets.engines.openai import OpenAIEngine  # noqa: E402
 from nova_eval_assets.layout import EvalLayout  # noqa: E402
 from nova_eval_assets.recipe import load_recipe  # noqa: E402
 
-DATA = ROOT / "recipes" / "data" / "support_tickets.jsonl"
 MODEL = "instant"
 PATHS = ("stage", "engine", "plain")
-
-
-def rows_of(count: int) -> list[dict[str, Any]]:
-    lines = DATA.read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    return (rows * (count // len(rows) + 1))[:count]
-
-
-def write_recipe(folder: Path, rows: list[dict], url: str, **inference: Any) -> Path:
-    data = folder / "bench.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    recipe = {
-        "run": {
-            "name": "client-bench",
-            "model_type": "openai",
-            "model_name_or_path": MODEL,
-            "replicas": 1,
-            "data_s3_path": data.name,
-            "output_s3_path": "",
-        },
-        "evaluation": {"task": "gen_qa", "strategy": "gen_qa", "metric": "all"},
-        "inference": {"engine": "openai", "endpoint": url, "temperature": 0, **inference},
-    }
-    path = folder / "bench.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def stage_path(loaded: Any) -> float:
@@ -192,13 +165,13 @@ def compare_libraries(
 ) -> dict[str, Any]:
     """The same plain client written with aiohttp and with httpx (the two async clients the
     engine could be built on), alternating, on one instant server: requests/s and CPU."""
-    data = rows_of(rows)
     server = start_server(model=MODEL)
     try:
         engine = OpenAIEngine(MODEL, server.url, probe=False)
         settings = SamplingSettings(max_new_tokens=64, top_logprobs=top_logprobs)
         requests = [
-            GenerationRequest(i, row["query"], row.get("system")) for i, row in enumerate(data)
+            GenerationRequest(i, row["query"], row.get("system"))
+            for i, row in enumerate(workload.ticket_rows(rows))
         ]
         fields = request_fields(engine, requests[0], settings)
         url = f"{server.url}/v1/chat/completions"
@@ -238,17 +211,20 @@ def measure(
     seconds: dict[str, list[float]] = {path: [] for path in PATHS}
     cpu: dict[str, list[float]] = {path: [] for path in PATHS}  # this process's CPU seconds
     opened: dict[str, list[int]] = {path: [] for path in PATHS}  # TCP connections
-    data = rows_of(rows)
     server = start_server(model=MODEL)
     with tempfile.TemporaryDirectory(prefix="nova-eval-client-bench-") as tmp:
         folder = Path(tmp)
         previous_root = os.environ.get("NOVA_EVAL_OUTPUT_ROOT")
         os.environ["NOVA_EVAL_OUTPUT_ROOT"] = str(folder / "outputs")
         try:
-            recipe = write_recipe(
-                folder,
-                data,
-                server.url,
+            data = workload.write_jsonl(folder / "bench.jsonl", workload.ticket_rows(rows))
+            recipe = workload.write_recipe(
+                folder / "bench.yaml",
+                name="client-bench",
+                model=MODEL,
+                url=server.url,
+                data=data.name,
+                temperature=0,
                 concurrency=concurrency,
                 top_logprobs=top_logprobs,
                 max_new_tokens=max_new_tokens,

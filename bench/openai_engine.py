@@ -37,14 +37,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
-
+from bench import workload  # noqa: E402
 from nova_eval_assets import stages  # noqa: E402
 from nova_eval_assets.engines.models import load_dir, resolve_model  # noqa: E402
 from nova_eval_assets.engines.server import ManagedServer  # noqa: E402
 from nova_eval_assets.recipe import load_recipe  # noqa: E402
 
-DATA = ROOT / "recipes" / "data" / "support_tickets.jsonl"
 BUNDLED = "smollm2-135m-instruct"
 SEED = 1234
 
@@ -64,12 +62,6 @@ def server_command(server: str, threads: int) -> tuple[str, str]:
         command = f"{cli} serve {{model}} --host 127.0.0.1 --port {{port}} --device cpu"
         return command, str(load_dir(resolve_model(BUNDLED)))
     raise ValueError(f"unknown server {server!r}; use llama or transformers")
-
-
-def rows_of(count: int) -> list[dict[str, Any]]:
-    lines = DATA.read_text(encoding="utf-8").splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    return (rows * (count // len(rows) + 1))[:count]
 
 
 def body_of(row: dict[str, Any], model: str, max_new_tokens: int, top_logprobs: int) -> dict:
@@ -106,26 +98,6 @@ def plain_client(url: str, bodies: list[dict], concurrency: int) -> tuple[float,
     return time.perf_counter() - started, tokens
 
 
-def write_recipe(folder: Path, rows: list[dict], url: str, model: str, **inference) -> Path:
-    data = folder / "bench.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    recipe = {
-        "run": {
-            "name": "openai-bench",
-            "model_type": "openai",
-            "model_name_or_path": model,
-            "replicas": 1,
-            "data_s3_path": data.name,
-            "output_s3_path": "",
-        },
-        "evaluation": {"task": "gen_qa", "strategy": "gen_qa", "metric": "all"},
-        "inference": {"engine": "openai", "endpoint": url, "temperature": 0, **inference},
-    }
-    path = folder / "bench.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    return path
-
-
 def engine_stage(loaded) -> tuple[float, int]:
     """(seconds, generated tokens) of the inference stage, output written."""
     started = time.perf_counter()
@@ -149,7 +121,7 @@ def measure(
     if server == "transformers":
         top_logprobs = 0  # it answers without them (the engine would refuse the run)
     command, model = server_command(server, threads)
-    data = rows_of(rows)
+    data = list(workload.ticket_rows(rows))
     bodies = [body_of(row, model, max_new_tokens, top_logprobs) for row in data]
     results: dict[str, list[tuple[float, int]]] = {"engine": [], "plain": []}
     with tempfile.TemporaryDirectory(prefix="nova-eval-openai-bench-") as tmp:
@@ -161,11 +133,13 @@ def measure(
             with ManagedServer(
                 command, model, env=server_env, log_location=str(folder / "server.log")
             ) as managed:
-                recipe = write_recipe(
-                    folder,
-                    data,
-                    managed.url,
-                    model,
+                recipe = workload.write_recipe(
+                    folder / "bench.yaml",
+                    name="openai-bench",
+                    model=model,
+                    url=managed.url,
+                    data=workload.write_jsonl(folder / "bench.jsonl", data).name,
+                    temperature=0,
                     max_new_tokens=max_new_tokens,
                     top_logprobs=top_logprobs,
                     concurrency=concurrency,

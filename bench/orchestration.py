@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import dagster as dg  # noqa: E402
 
+from bench import workload  # noqa: E402
 from nova_eval_assets import stages, tables  # noqa: E402
 from nova_eval_assets.analysis.pipeline import run_analysis  # noqa: E402
 from nova_eval_assets.assets.materialize import run_evaluation  # noqa: E402
@@ -45,12 +46,7 @@ TARGET = 0.15
 
 def direct(loaded: LoadedRecipe) -> dict:
     """The domain functions, in the order the Dagster runs call them."""
-    stages.validate_or_raise(loaded)
-    stages.build_prompts(loaded)
-    for replica in range(loaded.recipe.run.replicas):
-        stages.run_inference(loaded, replica)
-        stages.score_replica(loaded, replica)
-    report = stages.write_report(loaded)
+    report = workload.run_stages(loaded)
     root = tables.tables_root()
     tables.write_evaluation_tables(loaded, root)
     tables.ensure_tables(root)

@@ -35,7 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nova_eval_assets import stages, storage  # noqa: E402
+from bench import workload  # noqa: E402
+from nova_eval_assets import storage  # noqa: E402
 from nova_eval_assets.byom.runner import ProcessorRunner  # noqa: E402
 from nova_eval_assets.recipe import LoadedRecipe, load_recipe  # noqa: E402
 
@@ -93,12 +94,7 @@ def measure(table, loaded: LoadedRecipe | None) -> dict:
 
 def run_recipe(loaded: LoadedRecipe) -> tuple[object, float]:
     started = time.perf_counter()
-    stages.validate_or_raise(loaded)
-    stages.build_prompts(loaded)
-    for replica in range(loaded.recipe.run.replicas):
-        stages.run_inference(loaded, replica)
-        stages.score_replica(loaded, replica)
-    report = stages.write_report(loaded)
+    report = workload.run_stages(loaded)
     wall = time.perf_counter() - started
     return storage.read_parquet(report["paths"]["examples"]), wall
 

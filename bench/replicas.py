@@ -23,7 +23,6 @@ table gives the medians and the median of the per-repeat ratios 1 replica / 2 re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -35,48 +34,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import workload  # noqa: E402
 from bench.instant_server import SERVED_MODEL, start_server  # noqa: E402
-
-TICKETS = ROOT / "recipes" / "data" / "support_tickets.jsonl"
 
 
 def write_dataset(folder: Path, rows: int) -> Path:
     """The support tickets repeated to ``rows`` lines, each prompt unique (its copy number)."""
-    tickets = [json.loads(line) for line in TICKETS.read_text().splitlines()]
-    path = folder / "tickets.jsonl"
-    with path.open("w") as out:
-        for i in range(rows):
-            ticket = tickets[i % len(tickets)]
-            copy = {**ticket, "query": f"[{i // len(tickets)}] {ticket['query']}"}
-            out.write(json.dumps(copy) + "\n")
-    return path
+    marked = workload.ticket_rows(rows, mark=lambda copy: f"[{copy}] ")
+    return workload.write_jsonl(folder / "tickets.jsonl", marked)
 
 
 def write_recipe(folder: Path, data: Path, url: str, replicas: int, concurrency: int) -> Path:
-    recipe = {
-        "run": {
-            "name": f"replicas-{replicas}",
-            "model_type": "hf",
-            "model_name_or_path": SERVED_MODEL,
-            "replicas": replicas,
-            "data_s3_path": str(data),
-            "output_s3_path": "",
-        },
-        "evaluation": {"task": "gen_qa", "strategy": "gen_qa", "metric": "all"},
-        "inference": {
-            "engine": "openai",
-            "endpoint": url,
-            "max_new_tokens": 64,
-            "top_k": -1,
-            "top_p": 1.0,
-            "temperature": 0,
-            "top_logprobs": 5,
-            "concurrency": concurrency,
-        },
-    }
-    path = folder / f"replicas-{replicas}.yaml"
-    path.write_text(json.dumps(recipe))  # JSON is YAML
-    return path
+    return workload.write_recipe(
+        folder / f"replicas-{replicas}.yaml",
+        name=f"replicas-{replicas}",
+        model=SERVED_MODEL,
+        url=url,
+        data=str(data),
+        replicas=replicas,
+        model_type="hf",
+        max_new_tokens=64,
+        top_k=-1,
+        top_p=1.0,
+        temperature=0,
+        top_logprobs=5,
+        concurrency=concurrency,
+    )
 
 
 def replica_stage_s(home: Path, recipe_name: str) -> tuple[float, float]:

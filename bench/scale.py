@@ -54,6 +54,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import workload  # noqa: E402
 from bench.client import plain_path, request_fields  # noqa: E402
 from bench.instant_server import SERVED_MODEL, start_server  # noqa: E402
 from nova_eval_assets import stages, storage  # noqa: E402
@@ -62,7 +63,7 @@ from nova_eval_assets.engines.openai import OpenAIEngine  # noqa: E402
 from nova_eval_assets.layout import EvalLayout  # noqa: E402
 from nova_eval_assets.recipe import load_recipe  # noqa: E402
 
-TICKETS = ROOT / "recipes" / "data" / "support_tickets.jsonl"
+TICKETS = workload.TICKETS
 MAIN_RECIPE = ROOT / "recipes" / "support_tickets.yaml"
 GIB = 1 << 30
 SAMPLE_S = 0.2
@@ -78,16 +79,8 @@ BEFORE = {100_000: {"wall_s": 538.0, "rows_per_s": 186.0, "peak_rss_gib": 4.26}}
 def write_dataset(path: Path, rows: int) -> None:
     """The support tickets repeated to `rows` lines; copies after the first have their
     query prefixed with the copy number, so every line is distinct."""
-    lines = [line for line in TICKETS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    tickets = [json.loads(line) for line in lines]
-    with path.open("w", encoding="utf-8") as out:
-        for index in range(rows):
-            copy, position = divmod(index, len(tickets))
-            if copy == 0:
-                out.write(lines[position] + "\n")
-                continue
-            ticket = tickets[position]
-            out.write(json.dumps({**ticket, "query": f"[copy {copy}] {ticket['query']}"}) + "\n")
+    marked = workload.ticket_rows(rows, mark=lambda copy: f"[copy {copy}] " if copy else "")
+    workload.write_jsonl(path, marked)
 
 
 def write_recipe(
@@ -102,31 +95,21 @@ def write_recipe(
     """A gen_qa recipe over `data` with the main job's classification block."""
     main_recipe = yaml.safe_load(MAIN_RECIPE.read_text(encoding="utf-8"))
     name = f"scale-{replicas}-replicas"
-    recipe = {
-        "run": {
-            "name": name,
-            "model_type": "openai",
-            "model_name_or_path": SERVED_MODEL,
-            "replicas": replicas,
-            "data_s3_path": data.name,
-            "output_s3_path": "",
-        },
-        "evaluation": {"task": "gen_qa", "strategy": "gen_qa", "metric": "all"},
-        "inference": {
-            "engine": "openai",
-            "endpoint": url,
-            "max_new_tokens": max_new_tokens,
-            "top_k": -1,
-            "top_p": 1.0,
-            "temperature": 0,
-            "top_logprobs": top_logprobs,
-            "concurrency": concurrency,
-        },
-        "classification": main_recipe["classification"],
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    return path
+    return workload.write_recipe(
+        folder / f"{name}.yaml",
+        name=name,
+        model=SERVED_MODEL,
+        url=url,
+        data=data.name,
+        replicas=replicas,
+        max_new_tokens=max_new_tokens,
+        top_k=-1,
+        top_p=1.0,
+        temperature=0,
+        top_logprobs=top_logprobs,
+        concurrency=concurrency,
+        classification=main_recipe["classification"],
+    )
 
 
 # ------------------------------------------------------------------------ measuring
