@@ -190,6 +190,7 @@ def aggregate_gen_qa(
     *,
     bleu_rounds: int = DEFAULT_ROUNDS,
     seed: int = DEFAULT_SEED,
+    bleu_stderr: float | None = None,
 ) -> dict[str, float]:
     """Aggregate gen_qa scores into ``{metric: mean, metric_stderr: stderr, ...}``.
 
@@ -197,6 +198,8 @@ def aggregate_gen_qa(
     qem_stderr, ...), then any other keys of ``per_example`` in their given order, then
     ``bleu`` (corpus BLEU of the summed statistics) and ``bleu_stderr`` (bootstrap) if
     ``bleu_stats`` (n, 10) is given. An empty column or an empty ``bleu_stats`` gives NaN.
+    ``bleu_stderr``: :func:`bootstrap_bleu_stderr` of ``bleu_stats`` with the same rounds
+    and seed, when the caller has it already (the report stage runs it in the background).
     """
     names = [m for m in PER_EXAMPLE_METRICS if m in per_example]
     names += [m for m in per_example if m not in PER_EXAMPLE_METRICS]
@@ -211,5 +214,9 @@ def aggregate_gen_qa(
             out["bleu"], out["bleu_stderr"] = math.nan, math.nan
         else:
             out["bleu"] = bleu_from_stats(s.sum(axis=0))
-            out["bleu_stderr"] = bootstrap_bleu_stderr(s, rounds=bleu_rounds, seed=seed)
+            out["bleu_stderr"] = (
+                bootstrap_bleu_stderr(s, rounds=bleu_rounds, seed=seed)
+                if bleu_stderr is None
+                else bleu_stderr
+            )
     return out

@@ -23,7 +23,6 @@ from nova_eval_assets.stages.inference import (
 )
 from nova_eval_assets.stages.prompts import build_prompts, image_columns
 from nova_eval_assets.stages.report import (
-    aggregate_all,
     aggregate_metrics,
     collect_replicas,
     inference_engine_section,
@@ -61,7 +60,6 @@ __all__ = [
     "_ENGINES",
     "InferenceErrorRateError",
     "ProgressCallback",
-    "aggregate_all",
     "aggregate_metrics",
     "build_prompts",
     "build_requests",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from nova_eval_assets.layout import EvalLayout, timestamp
 from nova_eval_assets.metrics import (
     PER_EXAMPLE_METRICS,
     aggregate_gen_qa,
+    bootstrap_bleu_stderr,
 )
 from nova_eval_assets.metrics.gather import MetricValues, StatsRows
 from nova_eval_assets.recipe import LoadedRecipe
@@ -210,8 +212,9 @@ class ReportTally:
         self.bleu.add(scored.column("bleu_stats"))
 
 
-def aggregate_metrics(tally: ReportTally) -> dict[str, float]:
-    """Built-in metrics of the scored rows: means with stderr, corpus BLEU."""
+def aggregate_metrics(tally: ReportTally, bleu_stderr: float | None = None) -> dict[str, float]:
+    """Built-in metrics of the scored rows: means with stderr, corpus BLEU (``bleu_stderr``:
+    its bootstrap, when already computed from ``tally.bleu``)."""
     per_example: dict[str, np.ndarray] = {name: np.zeros(0) for name in PER_EXAMPLE_METRICS}
     custom = tally.extras.custom_names
     # a name seen as custom only in a later batch is custom too
@@ -219,13 +222,7 @@ def aggregate_metrics(tally: ReportTally) -> dict[str, float]:
         (name, values) for name, values in tally.builtin.arrays().items() if name not in custom
     )
     stats = tally.bleu.matrix()
-    return aggregate_gen_qa(per_example, stats if len(stats) else None)
-
-
-def aggregate_all(loaded: LoadedRecipe, tally: ReportTally) -> dict[str, float]:
-    """Built-in metrics (means, corpus BLEU), then custom metrics with the recipe's
-    ``processor.aggregation``, each with ``_stderr``."""
-    return {**aggregate_metrics(tally), **byom.custom_aggregates(loaded, tally.extras)}
+    return aggregate_gen_qa(per_example, stats if len(stats) else None, bleu_stderr=bleu_stderr)
 
 
 def inference_engine_section(loaded: LoadedRecipe) -> dict[str, Any]:
@@ -255,17 +252,27 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     report_lineage = {"stage": "report", **run_lineage}
     schema = lineage.with_lineage(examples_schema(loaded).empty_table(), report_lineage).schema
     tally = ReportTally(loaded)
-    with storage.parquet_writer(examples_path, schema) as writer:
-        for batch in collect_replicas(loaded):
-            writer.write_batch(batch)
-            tally.add(batch)
-        # inside: a failure here leaves the previous examples file in place
-        metrics = aggregate_all(loaded, tally)
-        coverage = tally.coverage.section()
-        processor = byom.processor_section(loaded, tally.extras)
-        classification = byom.classification_section(loaded, tally.extras)
+    with ThreadPoolExecutor(1, thread_name_prefix="bleu-bootstrap") as background:
+        with storage.parquet_writer(examples_path, schema) as writer:
+            for batch in collect_replicas(loaded):
+                writer.write_batch(batch)
+                tally.add(batch)
+            # The BLEU bootstrap (numpy, which lets go of the GIL) runs beside the Nova
+            # export below: at a million rows each takes a minute or more.
+            stats = tally.bleu.matrix()
+            bootstrap = background.submit(bootstrap_bleu_stderr, stats) if len(stats) else None
+            # inside: a failure here leaves the previous examples file in place
+            custom = byom.custom_aggregates(loaded, tally.extras)
+            coverage = tally.coverage.section()
+            processor = byom.processor_section(loaded, tally.extras)
+            classification = byom.classification_section(loaded, tally.extras)
+        stamp = timestamp()
+        paths = write_nova_export(
+            examples_path, layout.results_dir, recipe.run.model_name_or_path, stamp
+        )
+        bleu_stderr = bootstrap.result() if bootstrap is not None else None
+    metrics = {**aggregate_metrics(tally, bleu_stderr), **custom}
     validation = storage.read_json(layout.validation_report)
-    stamp = timestamp()
     counts = {
         "examples": tally.rows,
         "scored": tally.coverage.scored,
@@ -305,9 +312,6 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         document["classification"] = classification
     results_path = layout.result(f"results_{stamp}.json")
     storage.write_json(results_path, document)
-    paths = write_nova_export(
-        examples_path, layout.results_dir, recipe.run.model_name_or_path, stamp
-    )
     paths.update(results=results_path, examples=examples_path, rejected_rows=layout.rejected_rows)
     clean = document["results"]["all"]
     summary = summary_markdown(clean, counts) + coverage_markdown(coverage)
