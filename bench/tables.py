@@ -31,6 +31,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nova_eval_assets import storage  # noqa: E402
 from nova_eval_assets.tables import build, duck, writer  # noqa: E402
 from nova_eval_assets.tables.schemas import TOKEN_LOGPROB, TOP_TOKEN  # noqa: E402
 
@@ -141,7 +142,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--tokens", type=int, default=16, help="generated tokens per row")
     parser.add_argument("--top", type=int, default=5, help="top log probabilities per token")
-    parser.add_argument("--batch-rows", type=int, default=build.BATCH_ROWS)
+    parser.add_argument("--batch-rows", type=int, default=storage.batch_rows())
     parser.add_argument("--root", help="tables root (default: a temporary folder, removed)")
     args = parser.parse_args()
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import suppress
 from queue import Empty, Queue
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -30,15 +30,18 @@ TOKEN_LEAVES = [
     "token_logprobs.list.element.constrained_logprob",
     "token_logprobs.list.element.forced",
 ]
-BATCH_ROWS = 65_536
 _METRIC_ENTRY = pa.list_(pa.struct([("key", pa.string()), ("value", pa.float64())]))
+T = TypeVar("T")
 
 
 def iter_batches(
-    source: str | pa.Table, columns: list[str], batch_size: int = BATCH_ROWS
+    source: str | pa.Table, columns: list[str], batch_size: int | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Batches of ``columns`` (``token_logprobs`` read as its needed leaves) of a table or
-    Parquet file; columns the source lacks are left out."""
+    Parquet file, of ``batch_size`` rows (default :func:`storage.batch_rows`); columns the
+    source lacks are left out."""
+    if batch_size is None:
+        batch_size = storage.batch_rows()
     if isinstance(source, pa.Table):
         present = [c for c in columns if c in source.column_names]
         yield from source.select(present).to_batches(max_chunksize=batch_size)
@@ -52,9 +55,10 @@ def iter_batches(
     yield from prefetched(storage.iter_parquet_batches(source, leaves, batch_size))
 
 
-def prefetched(batches: Iterator[pa.RecordBatch], ahead: int = 1) -> Iterator[pa.RecordBatch]:
-    """The same batches, the next ones decoded in a background thread while the caller
-    works on the current one (Parquet decoding releases the GIL)."""
+def prefetched(batches: Iterator[T], ahead: int = 1) -> Iterator[T]:
+    """The same batches, the next ones decoded (and whatever else ``batches`` does to
+    them) in a background thread while the caller works on the current one (Parquet
+    decoding releases the GIL)."""
     queue: Queue[Any] = Queue(maxsize=ahead)
     done = object()
     stop = threading.Event()

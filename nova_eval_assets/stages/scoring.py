@@ -9,7 +9,6 @@ batch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ import pyarrow.compute as pc
 
 from nova_eval_assets import lineage, storage
 from nova_eval_assets.byom import pipeline as byom
+from nova_eval_assets.engines.cpu_threads import available_cores
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.metrics.batch_scoring import ScoringWorkers, builtin_metric_columns
 from nova_eval_assets.recipe import LoadedRecipe
@@ -71,8 +71,7 @@ def scoring_workers(rows: int) -> int:
     """Worker processes for a replica of ``rows`` rows: one per CPU this process may use,
     no more than there are batches; none (scored here) below :data:`POOL_MIN_ROWS` rows,
     on one CPU, or for a single batch."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(cpus or 1, -(-rows // storage.batch_rows()))
+    workers = min(available_cores(), -(-rows // storage.batch_rows()))
     return 0 if rows < POOL_MIN_ROWS or workers < 2 else workers
 
 

@@ -19,6 +19,8 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,15 +28,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from threadpoolctl import threadpool_limits
 
 from nova_eval_assets import storage
 from nova_eval_assets.analysis.columns import (
     iter_batches,
     merge_metric_batches,
     metric_columns,
+    prefetched,
     stats_matrix,
 )
-from nova_eval_assets.metrics import PER_EXAMPLE_METRICS, aggregate_gen_qa
+from nova_eval_assets.engines.cpu_threads import available_cores
+from nova_eval_assets.metrics import PER_EXAMPLE_METRICS, bleu_from_stats, bootstrap_bleu_stderr
 from nova_eval_assets.metrics.gather import map_entries
 from nova_eval_assets.metrics.stats import mean_and_stderr
 from nova_eval_assets.tables.schemas import (
@@ -46,8 +51,17 @@ from nova_eval_assets.tables.schemas import (
 )
 from nova_eval_assets.tables.writer import RunPartition
 
-BATCH_ROWS = 65_536
 MAX_STRATUM_VALUES = 50
+# max_chunk_bytes of the per-stratum BLEU bootstraps: metrics.stats counts 24 bytes per
+# (round, example) of a chunk, so a chunk's int64 count matrix is about 16 MB. Blocks that
+# size are reused from the heap chunk after chunk, where the default 200 MB chunks are mapped
+# and page-faulted in afresh each time (40 % more CPU time with two threads); a chunk has at
+# least two rounds, as one round goes through BLAS's much slower matrix-vector path.
+# Chunking does not change a bootstrap's result (metrics.stats).
+BOOTSTRAP_CHUNK_BYTES = 48_000_000
+_BOOTSTRAP_CELL_BYTES = 24
+# at most this many strata bootstrap at once, each with its chunk and its examples' rows
+BOOTSTRAP_WORKERS = 8
 JUDGE_AGGREGATIONS = {
     "a_scores": "count",
     "b_scores": "count",
@@ -139,28 +153,45 @@ def parse_metadata(text: str | None) -> list[tuple[str, str]] | None:
     return [("metadata", text)]
 
 
+def _array(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array; one that already is one is not copied (combine_chunks
+    copies even a single chunk)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def metadata_maps(metadata: pa.Array | pa.ChunkedArray) -> pa.Array:
     """``parse_metadata`` over a column, each distinct string parsed once."""
     if isinstance(metadata, pa.ChunkedArray):
-        metadata = metadata.combine_chunks()
+        metadata = _array(metadata)
     encoded = pc.dictionary_encode(metadata)
     parsed = [parse_metadata(text) for text in encoded.dictionary.to_pylist()]
     maps = pa.array(parsed, type=pa.map_(pa.string(), pa.string()))
     return maps.take(encoded.indices)
 
 
+def _hash_input(columns: tuple[pa.Array, ...]) -> pa.Array:
+    """What :func:`example_ids` hashes of each row, built column-wise: per column ``\\x01``
+    and its UTF-8 text (``\\x00`` for null), then ``\\x1f``. Large types: a batch of long
+    texts may pass 2 GiB once its columns are joined."""
+
+    def byte(value: str) -> pa.Scalar:
+        return pa.scalar(value, pa.large_string())
+
+    parts: list[Any] = []
+    for column in columns:
+        text = column.cast(pa.large_string())
+        marked = pc.binary_join_element_wise(byte("\x01"), text, byte(""))
+        parts += [pc.if_else(text.is_null(), byte("\x00"), marked), byte("\x1f")]
+    return pc.binary_join_element_wise(*parts, byte("")).cast(pa.large_binary())
+
+
 def example_ids(*columns: pa.Array) -> pa.Array:
     """sha256 over the given string columns of each row (16 hex digits): the same example
     gets the same id in every run, so runs and models can be compared row by row."""
-    values = [c.to_pylist() for c in columns]
-    out = []
-    for row in zip(*values, strict=True):
-        digest = hashlib.sha256()
-        for part in row:
-            digest.update(b"\x00" if part is None else b"\x01" + part.encode("utf-8"))
-            digest.update(b"\x1f")
-        out.append(digest.hexdigest()[:16])
-    return pa.array(out, pa.string())
+    sha256 = hashlib.sha256
+    # the bytes are joined by Arrow; only the hashing itself is a Python call per row
+    digests = [sha256(data).hexdigest()[:16] for data in _hash_input(columns).to_pylist()]
+    return pa.array(digests, pa.string())
 
 
 def mean_logprobs(token_logprobs: pa.Array) -> pa.Array:
@@ -186,8 +217,11 @@ def _example_ids(column: Any, image_count: pa.Array) -> pa.Array:
     ids = example_ids(*texts)
     if not pc.any(pc.greater(image_count, 0)).as_py():
         return ids
-    hashes = [",".join(h) if h else None for h in column("image_sha256").to_pylist()]
-    with_images = example_ids(*texts, pa.array(hashes, pa.string()))
+    images = column("image_sha256")
+    # the hashes joined by ",", null for a row without images (an empty or null list)
+    joined = pc.binary_join(images, ",")
+    hashes = pc.if_else(pc.greater(pc.list_value_length(images), 0), joined, None)
+    with_images = example_ids(*texts, hashes)
     return pc.if_else(pc.greater(image_count, 0), with_images, ids)
 
 
@@ -201,7 +235,7 @@ def to_eval_examples(batch: pa.RecordBatch | pa.Table, run: RunInfo) -> pa.Table
     def column(name: str) -> pa.Array:
         type_ = EVAL_EXAMPLES.field(name).type
         if name in present:
-            return table[name].combine_chunks().cast(type_)
+            return _array(table[name]).cast(type_)
         return pa.nulls(n, type_)
 
     image_count = pc.fill_null(column("image_count"), 0)
@@ -217,10 +251,15 @@ def to_eval_examples(batch: pa.RecordBatch | pa.Table, run: RunInfo) -> pa.Table
 
 
 def examples_batches(
-    examples_location: str, run: RunInfo, batch_rows: int = BATCH_ROWS
+    examples_location: str, run: RunInfo, batch_rows: int | None = None
 ) -> Iterator[pa.Table]:
-    for batch in storage.iter_parquet_batches(examples_location, batch_size=batch_rows):
-        yield to_eval_examples(batch, run)
+    """examples.parquet as eval_examples rows, in record batches of ``batch_rows`` rows
+    (default :func:`storage.batch_rows`). Batches are read and transformed in a background
+    thread, one ahead, while the caller writes the previous one: Parquet decoding and
+    encoding release the GIL, so the two overlap."""
+    size = storage.batch_rows() if batch_rows is None else batch_rows
+    batches = storage.iter_parquet_batches(examples_location, batch_size=size)
+    yield from prefetched(to_eval_examples(batch, run) for batch in batches)
 
 
 # ---------------------------------------------------------------- eval_metrics
@@ -370,7 +409,8 @@ def stratum_metric_rows(
     rows: of each scored row only its metric values, BLEU statistics and a code per
     metadata field are kept, and a field is dropped once it has too many distinct values.
     Per-example metrics are averaged (custom metrics use the recipe's aggregation), BLEU is
-    the corpus BLEU of the stratum with its bootstrap stderr; rows not scored are left out.
+    the corpus BLEU of the stratum with its bootstrap stderr (the strata's bootstraps run
+    side by side, see :func:`corpus_bleu_by_subset`); rows not scored are left out.
     """
     names: dict[str, None] = {}  # every row's metrics, in first-seen order
     metric_parts: list[dict[str, np.ndarray]] = []
@@ -397,7 +437,9 @@ def stratum_metric_rows(
     merged = merge_metric_batches(metric_parts, sizes)
     values = {name: merged.get(name, np.full(sum(sizes), np.nan)) for name in names}
     stats = np.concatenate(stat_parts) if longest_stats > 0 else None
+    complete = ~np.isnan(stats).any(axis=1) if stats is not None else None
     rows: list[dict[str, Any]] = []
+    bleu_rows: list[tuple[int, np.ndarray]] = []  # (position in rows, its examples)
     for field_name in sorted(fields):
         field = fields[field_name]
         if field.too_many or not 2 <= len(field.values) <= max_values:
@@ -419,21 +461,60 @@ def stratum_metric_rows(
                     {"metric": name, "value": mean, "stderr": stderr, **common}
                     | {"aggregation": aggregation, "source": source}
                 )
-            if stats is not None:
-                subset = stats[mask & ~np.isnan(stats).any(axis=1)]
-                if len(subset):
-                    bleu = aggregate_gen_qa({}, subset)
+            if complete is not None:
+                with_stats = mask & complete
+                if with_stats.any():  # value and stderr filled in below, all strata at once
+                    bleu_rows.append((len(rows), with_stats))
                     rows.append(
-                        {
-                            "metric": "bleu",
-                            "value": _finite(bleu["bleu"]),
-                            "stderr": _finite(bleu["bleu_stderr"]),
-                            **common,
-                            "aggregation": "corpus",
-                            "source": "gen_qa",
-                        }
+                        {"metric": "bleu", "value": None, "stderr": None, **common}
+                        | {"aggregation": "corpus", "source": "gen_qa"}
                     )
+    if stats is not None and bleu_rows:
+        results = corpus_bleu_by_subset(stats, [subset for _, subset in bleu_rows])
+        for (position, _), (value, stderr) in zip(bleu_rows, results, strict=True):
+            rows[position].update(value=value, stderr=stderr)
     return rows
+
+
+def _blas_on_one_thread() -> AbstractContextManager[Any]:
+    """BLAS (the bootstrap's count-matrix products) on one thread while the bootstraps run
+    on several: OpenBLAS's own threads would compete with them for the CPUs and spin while
+    waiting (about 15 % more time at a million rows on 2 CPUs). Results are the same."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _corpus_bleu(stats: np.ndarray) -> tuple[float | None, float | None]:
+    """Corpus BLEU of per-example statistics and its bootstrap stderr, as
+    :func:`aggregate_gen_qa` computes them (same rounds and seed)."""
+    chunk = max(BOOTSTRAP_CHUNK_BYTES, 2 * _BOOTSTRAP_CELL_BYTES * len(stats))
+    bleu = bleu_from_stats(stats.sum(axis=0))
+    stderr = bootstrap_bleu_stderr(stats, max_chunk_bytes=chunk)
+    return _finite(bleu), _finite(stderr)
+
+
+def corpus_bleu_by_subset(
+    stats: np.ndarray, subsets: list[np.ndarray], workers: int | None = None
+) -> list[tuple[float | None, float | None]]:
+    """:func:`_corpus_bleu` of ``stats[subset]`` for each row mask in ``subsets``.
+
+    The seeded bootstrap (a multinomial draw per round and example) is nearly all of the
+    time of the tables, and numpy draws it without the GIL: the subsets run on ``workers``
+    threads (default: one per CPU, at most :data:`BOOTSTRAP_WORKERS`), largest first so the
+    last to finish is a small one. Each holds its subset's rows and one chunk of counts
+    (:data:`BOOTSTRAP_CHUNK_BYTES`) at a time; a subset's rows are copied out only when its
+    turn comes. The results are those of one bootstrap after the other.
+    """
+    if not subsets:
+        return []
+    workers = max(1, min(workers or min(available_cores(), BOOTSTRAP_WORKERS), len(subsets)))
+    sizes = [int(subset.sum()) for subset in subsets]
+    order = sorted(range(len(subsets)), key=lambda i: -sizes[i])
+    with (
+        _blas_on_one_thread() if workers > 1 else nullcontext(),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stratum-bleu") as pool,
+    ):
+        futures = {i: pool.submit(lambda m: _corpus_bleu(stats[m]), subsets[i]) for i in order}
+        return [futures[i].result() for i in range(len(subsets))]
 
 
 def metrics_table(run: RunInfo, rows: list[dict[str, Any]]) -> pa.Table:
@@ -499,15 +580,17 @@ def to_judge_judgments(
         type_ = JUDGE_JUDGMENTS.field(name).type
         given = table[name] if name in table.column_names else None
         if given is not None and (name not in extra or given.null_count < n):
-            return given.combine_chunks().cast(type_)
+            return _array(given).cast(type_)
         if name in extra:
             return pa.repeat(pa.scalar(extra[name], type_), n)
         if name == "row_index":
             return pa.array(np.arange(n), pa.int64())
         return pa.nulls(n, type_)
 
-    outcomes = [_OUTCOMES.get(v, v) for v in column("outcome").to_pylist()]
-    derived: dict[str, pa.Array] = {**run.columns(n), "outcome": pa.array(outcomes, pa.string())}
+    outcomes = column("outcome")
+    for given, renamed in _OUTCOMES.items():
+        outcomes = pc.if_else(pc.equal(outcomes, given), renamed, outcomes)
+    derived: dict[str, pa.Array] = {**run.columns(n), "outcome": outcomes}
     if "example_id" not in table.column_names:
         derived["example_id"] = example_ids(
             column("prompt"), column("response_a"), column("response_b")
