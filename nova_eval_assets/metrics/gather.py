@@ -64,6 +64,9 @@ class StatsRows:
         self._chunks.append(values.astype(np.float64).reshape(-1, N_BLEU_STATS))
 
     def matrix(self) -> np.ndarray:
+        """The rows as one array, joined once: later calls return the same array."""
         if not self._chunks:
             return np.zeros((0, N_BLEU_STATS))
-        return np.concatenate(self._chunks)
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0]

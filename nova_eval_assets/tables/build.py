@@ -52,14 +52,6 @@ from nova_eval_assets.tables.schemas import (
 from nova_eval_assets.tables.writer import RunPartition
 
 MAX_STRATUM_VALUES = 50
-# max_chunk_bytes of the per-stratum BLEU bootstraps: metrics.stats counts 24 bytes per
-# (round, example) of a chunk, so a chunk's int64 count matrix is about 16 MB. Blocks that
-# size are reused from the heap chunk after chunk, where the default 200 MB chunks are mapped
-# and page-faulted in afresh each time (40 % more CPU time with two threads); a chunk has at
-# least two rounds, as one round goes through BLAS's much slower matrix-vector path.
-# Chunking does not change a bootstrap's result (metrics.stats).
-BOOTSTRAP_CHUNK_BYTES = 48_000_000
-_BOOTSTRAP_CELL_BYTES = 24
 # at most this many strata bootstrap at once, each with its chunk and its examples' rows
 BOOTSTRAP_WORKERS = 8
 JUDGE_AGGREGATIONS = {
@@ -486,9 +478,8 @@ def _blas_on_one_thread() -> AbstractContextManager[Any]:
 def _corpus_bleu(stats: np.ndarray) -> tuple[float | None, float | None]:
     """Corpus BLEU of per-example statistics and its bootstrap stderr, as
     :func:`aggregate_gen_qa` computes them (same rounds and seed)."""
-    chunk = max(BOOTSTRAP_CHUNK_BYTES, 2 * _BOOTSTRAP_CELL_BYTES * len(stats))
     bleu = bleu_from_stats(stats.sum(axis=0))
-    stderr = bootstrap_bleu_stderr(stats, max_chunk_bytes=chunk)
+    stderr = bootstrap_bleu_stderr(stats)
     return _finite(bleu), _finite(stderr)
 
 
@@ -501,7 +492,7 @@ def corpus_bleu_by_subset(
     time of the tables, and numpy draws it without the GIL: the subsets run on ``workers``
     threads (default: one per CPU, at most :data:`BOOTSTRAP_WORKERS`), largest first so the
     last to finish is a small one. Each holds its subset's rows and one chunk of counts
-    (:data:`BOOTSTRAP_CHUNK_BYTES`) at a time; a subset's rows are copied out only when its
+    (metrics.stats) at a time; a subset's rows are copied out only when its
     turn comes. The results are those of one bootstrap after the other.
     """
     if not subsets:
