@@ -34,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
@@ -51,6 +52,17 @@ KEEPALIVE_S = 4.0
 CLOSE_WAIT_S = 10.0
 
 T = TypeVar("T")
+
+
+def decode_json(answer: bytes) -> Any:
+    """A JSON answer, decoded by orjson (a served model's answer with per-token log
+    probabilities decodes about 3x faster than with json); what orjson refuses and json
+    takes (NaN or Infinity literals, lone surrogates) goes to json, so the value is
+    json.loads's; integers past 64 bits, which no served answer holds, come back floats."""
+    try:
+        return orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return json.loads(answer)
 
 
 class HTTPStatusError(RuntimeError):
@@ -288,7 +300,7 @@ class HTTPClient:
                 wait_s = self.delay(attempt, None)
             else:
                 if status < 300:
-                    return json.loads(answer)
+                    return decode_json(answer)
                 # redacted before it is cut: a key across the cut would leave its first part
                 detail = self.redact(answer.decode("utf-8", "replace"))[:500]
                 if (
