@@ -303,7 +303,8 @@ def inference_code_version(loaded: LoadedRecipe) -> str:
         "inference",
         INFERENCE_REVISION,
         recipe.run.model_name_or_path,
-        recipe.inference,
+        # how many processes send the requests changes nothing that is generated
+        recipe.inference.model_dump(exclude={"client_processes"}),
         engine_source_hash(recipe.inference.engine),
     )
 

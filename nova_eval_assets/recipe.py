@@ -245,6 +245,9 @@ class InferenceConfig(_Section):
     api_key_env: str | None = Field(default="OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     region: str | None = Field(default=None, min_length=1)  # bedrock
     concurrency: int = Field(default=8, ge=1, le=1024)  # openai/bedrock: requests in flight
+    # openai: processes sending them (None: one per core for shards of 20,000 rows or more;
+    # stages/generation_workers.py); never changes what is generated
+    client_processes: int | None = Field(default=None, ge=1, le=64)
     timeout_s: float = Field(default=300.0, gt=0.0, le=3600.0)  # one request
     max_retries: int = Field(default=5, ge=0, le=50)  # 429 / 5xx / connection errors
     # share of rows whose request still failed above which the run fails (None: never)

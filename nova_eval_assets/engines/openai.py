@@ -249,6 +249,7 @@ class OpenAIEngine:
         identity: str | None = None,
         probe: bool = True,
         require_logprobs: bool = True,
+        json_schema_form: str = JSON_SCHEMA_FORMS[0],
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -277,13 +278,29 @@ class OpenAIEngine:
         self.served: dict[str, Any] | None = None  # this model's /v1/models entry
         # how a json_schema response_format is sent: "json_schema" (OpenAI's form) until the
         # server refuses it, then "json_object" (llama-cpp-python's; module docstring)
-        self.json_schema_form = "json_schema"
+        self.json_schema_form = json_schema_form
         self.model_id = identity or f"openai:{self.base}#{model}"
         if probe:
             self.served = self.describe()
             root = (self.served or {}).get("root")
             if root and root != model and identity is None:
                 self.model_id += f"@{root}"
+
+    def worker_options(self, concurrency: int) -> dict[str, Any]:
+        """What a copy of this engine in another process is made with (its `concurrency`
+        apart): the same server, key, limits, retries and learnt request form."""
+        return {
+            "model": self.model,
+            "endpoint": self.url,
+            "api_key": self.client.api_key,
+            "timeout_s": self.client.timeout_s,
+            "concurrency": concurrency,
+            "max_retries": self.client.max_retries,
+            "backoff_s": self.client.backoff_s,
+            "identity": self.model_id,
+            "require_logprobs": self.require_logprobs,
+            "json_schema_form": self.json_schema_form,
+        }
 
     def close(self) -> None:
         """Close the pooled connections and end the client's loop thread (also done when

@@ -13,10 +13,10 @@ from nova_eval_assets.stages.engine_setup import (
     recipe_model_id,
     sampling_settings,
 )
+from nova_eval_assets.stages.generation_table import build_requests
 from nova_eval_assets.stages.inference import (
     InferenceErrorRateError,
     ProgressCallback,
-    build_requests,
     check_error_rate,
     replica_range,
     run_inference,

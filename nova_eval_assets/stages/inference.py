@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from nova_eval_assets import lineage, resume, storage
 from nova_eval_assets.dataset import (
     shard_ranges,
 )
-from nova_eval_assets.engines.base import Engine, Generation, GenerationRequest, SamplingSettings
+from nova_eval_assets.engines.base import Engine, GenerationRequest, SamplingSettings
 from nova_eval_assets.engines.collector import collector_paused
 from nova_eval_assets.engines.reasoning import check_recipe_reasoning
 from nova_eval_assets.engines.vision import check_engine_requests
@@ -26,12 +27,12 @@ from nova_eval_assets.stages.engine_setup import (
     recipe_model_id,
     sampling_settings,
 )
+from nova_eval_assets.stages.generation_table import build_requests, generation_columns
+from nova_eval_assets.stages.generation_workers import GenerationWorkers, client_processes
 from nova_eval_assets.stages.prompts import image_columns
 from nova_eval_assets.stages.schemas import (
     IMAGES_FIELD,
     INFERENCE_SCHEMA,
-    TOKEN_LOGPROB,
-    TOP_TOKEN,
 )
 
 # ---------------------------------------------------------------- inference_outputs
@@ -149,7 +150,12 @@ def _generate_shard(
     blocks, resumed, elapsed, generated_now = 0, 0, 0.0, 0
     group_rows = storage.batch_rows()
     schema = lineage.schema_with_lineage(INFERENCE_SCHEMA, recorded)
-    with storage.parquet_writer(path, schema) as writer:
+    processes = client_processes(loaded.recipe.inference, engine, shard_rows)
+    with contextlib.ExitStack() as stack, storage.parquet_writer(path, schema) as writer:
+        if processes > 1:
+            generate = stack.enter_context(GenerationWorkers(engine, processes)).generate
+        else:
+            generate = functools.partial(generate_columns, engine)
         finished: list[pa.Table] = []  # blocks not yet written, up to one row group
         for index, rows in enumerate(iter_row_blocks(prompts, start, end, block)):
             offset = index * block
@@ -161,7 +167,8 @@ def _generate_shard(
                     else lambda done, _total, offset=offset: on_batch(offset + done, shard_rows)
                 )
                 started = time.perf_counter()
-                part = _generate_block(engine, rows, replica, settings, batch_size, progress)
+                generated = generate(rows, settings, batch_size, progress)
+                part = inference_block(rows, replica, generated)
                 elapsed += time.perf_counter() - started
                 generated_now += pc.sum(part["completion_tokens"]).as_py() or 0
                 checkpoints.save(index, part)
@@ -187,6 +194,7 @@ def _generate_shard(
         row_range=[start, end],
         resumed_blocks=resumed,
         blocks=blocks,
+        client_processes=processes,
         seconds=round(elapsed, 3),
     )
     summary["tokens_per_second"] = round(generated_now / elapsed, 2) if elapsed > 0 else None
@@ -233,88 +241,36 @@ def _shard_has_images(prompts: str, start: int, end: int) -> bool:
     return any(pc.max(rows["image_count"]).as_py() for rows in blocks)
 
 
-def build_requests(rows: pa.Table) -> list[GenerationRequest]:
-    """The engine's requests for rows of the prompts table, images (data URIs) included."""
-    names = ["row_index", "prompt", "system", "images"]
-    return [
-        GenerationRequest(
-            row_index=row["row_index"],
-            prompt=row["prompt"],
-            system=row["system"],
-            images=tuple(row.get("images") or ()),
-        )
-        for row in rows.select([n for n in names if n in rows.column_names]).to_pylist()
-    ]
-
-
 # the collector is off while the block's generations live, and they die with this call
 @collector_paused()
-def _generate_block(
+def generate_columns(
     engine: Engine,
     rows: pa.Table,
-    replica: int,
     settings: SamplingSettings,
     batch_size: int,
     on_batch: ProgressCallback | None,
-) -> pa.Table:
-    """One block of a shard through the engine, as rows of the inference table (which
-    keeps each row's image count and hashes, not its images)."""
-    requests = build_requests(rows)
-    generations = engine.generate(requests, settings, batch_size, on_batch=on_batch)
-    columns: dict[str, Any] = rows.to_pydict()
-    images = columns.pop("images", None)  # never copied into the outputs
+) -> dict[str, pa.Array]:
+    """Rows of the prompts table through the engine in this process: their generation
+    columns (:func:`generation_columns`)."""
+    generations = engine.generate(build_requests(rows), settings, batch_size, on_batch=on_batch)
+    return generation_columns(generations)
+
+
+def inference_block(rows: pa.Table, replica: int, generated: dict[str, pa.Array]) -> pa.Table:
+    """One block of a shard as rows of the inference table: the prompt rows (their image
+    count and hashes, not their images) with the block's generation columns."""
+    columns: dict[str, Any] = {
+        name: rows[name] for name in rows.column_names if name != IMAGES_FIELD.name
+    }
     if "image_count" not in columns:  # a prompts table written before images were a field
-        columns.update(image_columns(pa.array(images or [None] * rows.num_rows, IMAGES_FIELD.type)))
-    columns["replica"] = [replica] * rows.num_rows
-    columns["prediction"] = [g.text for g in generations]
-    columns["reasoning"] = [g.reasoning for g in generations]
-    columns["finish_reason"] = [g.finish_reason for g in generations]
-    columns["error"] = [g.error for g in generations]
-    columns["prompt_tokens"] = [g.prompt_tokens for g in generations]
-    columns["completion_tokens"] = [g.completion_tokens for g in generations]
-    columns["max_new_tokens"] = [g.max_new_tokens for g in generations]
-    columns["latency_s"] = [g.latency_s for g in generations]
-    columns["token_logprobs"] = token_logprobs_array(generations)
-    return pa.table(columns, schema=INFERENCE_SCHEMA)
-
-
-def token_logprobs_array(generations: list[Generation]) -> pa.Array:
-    """The block's ``token_logprobs`` column, built from one flat list per field and the
-    list offsets: a dict per token and per top entry (and the garbage collector's passes
-    over them) cost more than a served engine's requests (bench/client.py)."""
-    tokens: list[str] = []
-    logprobs: list[float] = []
-    constrained: list[float | None] = []
-    forced: list[bool | None] = []
-    top_tokens: list[str] = []
-    top_logprobs: list[float] = []
-    row_offsets, top_offsets = [0], [0]
-    for generation in generations:
-        for token in generation.tokens:
-            tokens.append(token.token)
-            logprobs.append(token.logprob)
-            constrained.append(token.constrained_logprob)
-            forced.append(token.forced)
-            for text, logprob in token.top:
-                top_tokens.append(text)
-                top_logprobs.append(logprob)
-            top_offsets.append(len(top_tokens))
-        row_offsets.append(len(tokens))
-    top = pa.StructArray.from_arrays(
-        [pa.array(top_tokens, pa.string()), pa.array(top_logprobs, pa.float64())],
-        fields=list(TOP_TOKEN),
-    )
-    structs = pa.StructArray.from_arrays(
-        [
-            pa.array(tokens, pa.string()),
-            pa.array(logprobs, pa.float64()),
-            pa.ListArray.from_arrays(pa.array(top_offsets, pa.int32()), top),
-            pa.array(constrained, pa.float64()),
-            pa.array(forced, pa.bool_()),
-        ],
-        fields=list(TOKEN_LOGPROB),
-    )
-    return pa.ListArray.from_arrays(pa.array(row_offsets, pa.int32()), structs)
+        if IMAGES_FIELD.name in rows.column_names:
+            images = rows[IMAGES_FIELD.name].combine_chunks().cast(IMAGES_FIELD.type)
+        else:
+            images = pa.nulls(rows.num_rows, IMAGES_FIELD.type)
+        columns.update(image_columns(images))
+    columns["replica"] = pa.array([replica] * rows.num_rows, pa.int32())
+    columns.update(generated)
+    return pa.table({name: columns[name] for name in INFERENCE_SCHEMA.names}).cast(INFERENCE_SCHEMA)
 
 
 class ShardTally:

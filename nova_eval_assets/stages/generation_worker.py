@@ -1,0 +1,46 @@
+"""The program of a generation worker process (stages/generation_workers.py): an
+:class:`~nova_eval_assets.engines.openai.OpenAIEngine` made from the first message, then
+slices of prompt rows in, their generation columns out, progress between, until the parent
+closes stdin."""
+
+from __future__ import annotations
+
+import traceback
+
+import pyarrow as pa
+
+from nova_eval_assets.engines.openai import OpenAIEngine, ServerCapabilityError
+from nova_eval_assets.stages.generation_table import build_requests, generation_columns
+from nova_eval_assets.stages.generation_workers import settings_from_header
+from nova_eval_assets.worker_process import arrow_payload, arrow_table, serve_channel
+
+
+def _serve() -> None:
+    """Serve the parent until it closes stdin."""
+    messages, send = serve_channel()
+    engine: OpenAIEngine | None = None
+    for message in messages:
+        if message.kind == "C":
+            engine = OpenAIEngine(**message.header["engine"], probe=False)
+            continue
+        assert engine is not None, "the engine's options come first"
+        try:
+            engine.logprobs_seen |= bool(message.header["logprobs_seen"])
+            generations = engine.generate(
+                build_requests(arrow_table(message.payload)),
+                settings_from_header(message.header["settings"]),
+                message.header["step"],
+                on_batch=lambda done, _total: send("P", {"done": done}),
+            )
+            columns = pa.table(generation_columns(generations))
+            send("R", {"logprobs_seen": engine.logprobs_seen}, arrow_payload(columns))
+        except ServerCapabilityError as exc:
+            send("E", {"capability": True, "message": str(exc)})
+        except Exception:  # the parent raises it: the stage fails with this text
+            send("E", {"capability": False, "message": traceback.format_exc()})
+    if engine is not None:
+        engine.close()
+
+
+if __name__ == "__main__":
+    _serve()
