@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import IO, Any, NamedTuple
 
@@ -145,13 +147,25 @@ class WorkerProcess:
 
 def serve_channel() -> tuple[Iterator[Message], Any]:
     """In a worker: the messages from the parent, and a ``send(kind, header, payload)`` to
-    it. Anything else the worker's code prints goes to stderr."""
+    it. A thread reads the messages as they come, so a parent that sends the next job
+    before the last one is done never waits on a full pipe. Anything else the worker's
+    code prints goes to stderr."""
     source = sys.stdin.buffer
     sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    arrived: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            while (message := read_message(source)) is not None:
+                arrived.put(message)
+        finally:
+            arrived.put(None)
+
+    threading.Thread(target=read, daemon=True, name="nova-eval-worker-input").start()
 
     def messages() -> Iterator[Message]:
-        while (message := read_message(source)) is not None:
+        while (message := arrived.get()) is not None:
             yield message
 
     def send(kind: str, header: dict[str, Any] | None = None, payload: Any = b"") -> None:

@@ -245,3 +245,19 @@ def test_messages_cross_a_pipe_whole_and_a_cut_frame_reads_as_the_end():
     assert read_message(io.BytesIO(data[:-20])) is not None  # the first message is whole
     cut = io.BytesIO(data[: len(data) // 2])
     assert read_message(cut) is None  # the first message cut inside its payload
+
+
+def test_each_block_is_started_before_the_one_before_it_is_collected():
+    from nova_eval_assets.stages.inference import one_ahead
+
+    events: list[str] = []
+
+    def started():
+        for k in range(3):
+            events.append(f"start {k}")
+            yield k
+
+    for k in one_ahead(started()):
+        events.append(f"collect {k}")
+    assert events == ["start 0", "start 1", "collect 0", "start 2", "collect 1", "collect 2"]
+    assert list(one_ahead(iter([]))) == []

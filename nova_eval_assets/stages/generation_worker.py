@@ -24,20 +24,22 @@ def _serve() -> None:
             engine = OpenAIEngine(**message.header["engine"], probe=False)
             continue
         assert engine is not None, "the engine's options come first"
+        job = message.header["job"]
         try:
             engine.logprobs_seen |= bool(message.header["logprobs_seen"])
             generations = engine.generate(
                 build_requests(arrow_table(message.payload)),
                 settings_from_header(message.header["settings"]),
                 message.header["step"],
-                on_batch=lambda done, _total: send("P", {"done": done}),
+                on_batch=lambda done, _total, job=job: send("P", {"job": job, "done": done}),
             )
             columns = pa.table(generation_columns(generations))
-            send("R", {"logprobs_seen": engine.logprobs_seen}, arrow_payload(columns))
+            answer = {"job": job, "logprobs_seen": engine.logprobs_seen}
+            send("R", answer, arrow_payload(columns))
         except ServerCapabilityError as exc:
-            send("E", {"capability": True, "message": str(exc)})
+            send("E", {"job": job, "capability": True, "message": str(exc)})
         except Exception:  # the parent raises it: the stage fails with this text
-            send("E", {"capability": False, "message": traceback.format_exc()})
+            send("E", {"job": job, "capability": False, "message": traceback.format_exc()})
     if engine is not None:
         engine.close()
 

@@ -101,6 +101,9 @@ class GenerationWorkers:
         self.shares = concurrency_shares(engine.concurrency, min(n, engine.concurrency))
         self.workers: list[WorkerProcess] = []
         self.inbox: queue.SimpleQueue[tuple[int, Message | Exception]] = queue.SimpleQueue()
+        self.jobs = 0
+        self.results: dict[int, dict[int, pa.Table]] = {}  # job: worker: its slice's columns
+        self.progress: dict[int, dict[int, int]] = {}  # job: worker: rows done
         try:
             for index, share in enumerate(self.shares):
                 worker = WorkerProcess(WORKER_MODULE, "generation")
@@ -133,45 +136,64 @@ class GenerationWorkers:
                 return
             self.inbox.put((index, message))
 
-    def generate(
+    def start(
         self,
         rows: pa.Table,
         settings: SamplingSettings,
         batch_size: int,
         on_batch: Callable[[int, int], None] | None,
-    ) -> dict[str, pa.Array]:
-        """Rows of the prompts table through the workers: their generation columns, in row
-        order; ``on_batch(done, total)`` as the workers report progress."""
+    ) -> Callable[[], dict[str, pa.Array]]:
+        """Send rows of the prompts table to the workers; what collects their generation
+        columns in row order, calling ``on_batch(done, total)`` as they report progress.
+        A worker takes its slices one after the other, so blocks started before the last is
+        collected queue up without more requests in flight."""
+        self.jobs += 1
+        job = self.jobs
         total = rows.num_rows
         requests = rows.select([n for n in REQUEST_COLUMNS if n in rows.column_names])
         header = {
+            "job": job,
             "settings": settings_header(settings),
             "step": max(1, batch_size // len(self.shares)),
             "logprobs_seen": self.engine.logprobs_seen,
         }
-        results: dict[int, pa.Table] = {}
-        done = [0] * len(self.workers)
-        for index, (start, end) in enumerate(slice_bounds(total, self.shares)):
-            if end > start:
-                part = arrow_payload(requests.slice(start, end - start))
-                self.workers[index].send("B", header, part)
-            else:
-                results[index] = None  # type: ignore[assignment]
-        while len(results) < len(self.workers):
+        sent = []
+        for index, (first, end) in enumerate(slice_bounds(total, self.shares)):
+            if end > first:
+                self.workers[index].send(
+                    "B", header, arrow_payload(requests.slice(first, end - first))
+                )
+                sent.append(index)
+        self.progress[job] = dict.fromkeys(sent, 0)
+        self.results[job] = {}
+        return lambda: self._collect(job, sent, total, on_batch)
+
+    def _collect(
+        self,
+        job: int,
+        sent: list[int],
+        total: int,
+        on_batch: Callable[[int, int], None] | None,
+    ) -> dict[str, pa.Array]:
+        results, done = self.results[job], self.progress[job]
+        if on_batch is not None and any(done.values()):  # reported while an earlier block ran
+            on_batch(sum(done.values()), total)
+        while len(results) < len(sent):
             index, message = self.inbox.get()
             if isinstance(message, Exception):
                 raise message
-            if message.kind == "P":
-                done[index] = message.header["done"]
-                if on_batch is not None:
-                    on_batch(sum(done), total)
-            elif message.kind == "R":
-                results[index] = arrow_table(message.payload)
-                self.engine.logprobs_seen |= bool(message.header.get("logprobs_seen"))
-            elif message.kind == "E":
+            if message.kind == "E":
                 if message.header.get("capability"):
                     raise ServerCapabilityError(message.header["message"])
                 raise RuntimeError(f"a generation worker failed: {message.header['message']}")
-        parts = [results[k] for k in range(len(self.workers)) if results[k] is not None]
-        table = pa.concat_tables(parts).combine_chunks()
+            of = message.header["job"]
+            if message.kind == "P":
+                self.progress[of][index] = message.header["done"]
+                if of == job and on_batch is not None:
+                    on_batch(sum(done.values()), total)
+            elif message.kind == "R":
+                self.results[of][index] = arrow_table(message.payload)
+                self.engine.logprobs_seen |= bool(message.header.get("logprobs_seen"))
+        del self.results[job], self.progress[job]
+        table = pa.concat_tables([results[k] for k in sent]).combine_chunks()
         return {name: table[name].combine_chunks() for name in table.column_names}

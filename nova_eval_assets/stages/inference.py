@@ -153,29 +153,45 @@ def _generate_shard(
     processes = client_processes(loaded.recipe.inference, engine, shard_rows)
     with contextlib.ExitStack() as stack, storage.parquet_writer(path, schema) as writer:
         if processes > 1:
-            generate = stack.enter_context(GenerationWorkers(engine, processes)).generate
+            start_block = stack.enter_context(GenerationWorkers(engine, processes)).start
         else:
-            generate = functools.partial(generate_columns, engine)
+
+            def start_block(*args: Any) -> Callable[[], dict[str, pa.Array]]:
+                return functools.partial(generate_columns, engine, *args)  # run when collected
+
+        def progress(offset: int) -> ProgressCallback | None:
+            if on_batch is None:
+                return None
+            return lambda done, _total: on_batch(offset + done, shard_rows)
+
+        def started_blocks() -> Iterator[tuple[int, pa.Table, pa.Table | Callable]]:
+            """Each block with its checkpoint, or what collects its generation."""
+            for index, rows in enumerate(iter_row_blocks(prompts, start, end, block)):
+                part = checkpoints.load(index, rows["row_index"].combine_chunks())
+                if part is None:
+                    yield (
+                        index,
+                        rows,
+                        start_block(rows, settings, batch_size, progress(index * block)),
+                    )
+                else:
+                    yield index, rows, part
+
         finished: list[pa.Table] = []  # blocks not yet written, up to one row group
-        for index, rows in enumerate(iter_row_blocks(prompts, start, end, block)):
-            offset = index * block
-            part = checkpoints.load(index, rows["row_index"].combine_chunks())
-            if part is None:
-                progress = (
-                    None
-                    if on_batch is None
-                    else lambda done, _total, offset=offset: on_batch(offset + done, shard_rows)
-                )
-                started = time.perf_counter()
-                generated = generate(rows, settings, batch_size, progress)
-                part = inference_block(rows, replica, generated)
-                elapsed += time.perf_counter() - started
+        # the next block is started before this one is collected: worker processes go on
+        # generating while this process checkpoints and writes
+        for index, rows, started in one_ahead(started_blocks()):
+            if callable(started):
+                began = time.perf_counter()
+                part = inference_block(rows, replica, started())
+                elapsed += time.perf_counter() - began
                 generated_now += pc.sum(part["completion_tokens"]).as_py() or 0
                 checkpoints.save(index, part)
             else:
+                part = started
                 resumed += 1
                 if on_batch is not None:
-                    on_batch(offset + rows.num_rows, shard_rows)
+                    on_batch(index * block + rows.num_rows, shard_rows)
             blocks += 1
             tally.add(part)
             finished.append(part)
@@ -199,6 +215,16 @@ def _generate_shard(
     )
     summary["tokens_per_second"] = round(generated_now / elapsed, 2) if elapsed > 0 else None
     return summary
+
+
+def one_ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """`items` in order, each given out once the one after it has been taken (started)."""
+    held: list[Any] = []
+    for item in items:
+        if held:
+            yield held.pop()
+        held.append(item)
+    yield from held
 
 
 def iter_row_blocks(
