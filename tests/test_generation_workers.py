@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import psutil
 import pyarrow as pa
@@ -202,7 +204,37 @@ def test_how_many_processes_a_shard_gets(server):
     assert client_processes(_Inference(8), engine, 10) == 3  # one request in flight each
     assert client_processes(_Inference(2), engine, 10) == 2
     assert client_processes(_Inference(8), object(), 10**6) == 1  # not the openai engine
+    # left out, a large shard takes this process's share of the cores
+    assert client_processes(_Inference(None), engine, 10**6, cores=lambda: 1) == 1
+    assert client_processes(_Inference(None), engine, 10**6, cores=lambda: 2) == 2
     engine.close()
+
+
+def test_a_replica_beside_another_takes_its_share_of_the_cores(make_recipe, server, monkeypatch):
+    """Left to choose, a large shard's stage takes its process's share of the cores: with a
+    second live process registered in the CPU-share folder (engines/cpu_threads.py), as a
+    replica run side by side is, it takes half of them (at least 1)."""
+    import subprocess
+    import sys
+
+    from nova_eval_assets.engines import models
+    from nova_eval_assets.stages import generation_workers
+
+    cache = Path(make_recipe(lines(1), name="unused").path).parent / "cache"
+    monkeypatch.setenv(models.CACHE_ENV, str(cache))
+    monkeypatch.setattr(generation_workers, "CLIENT_PROCESS_MIN_ROWS", 10)
+    loaded = prepared(make_recipe, "shared", 12, openai_keys(server.url))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        folder = cache / ".cpu-engines"
+        folder.mkdir(parents=True)
+        (folder / f"{socket.gethostname()}-{other.pid}").touch()
+        summary = stages.run_inference(loaded, 0)
+    finally:
+        other.kill()
+        other.wait()
+    assert summary["client_processes"] == max(1, available_cores() // 2)
+    assert summary["errors"] == 0 and summary["rows"] == 12
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,11 @@ block is what one process would have written. A server capability error in a wor
 with the stage.
 
 ``inference.client_processes`` sets ``n``; left out, a shard of
-:data:`CLIENT_PROCESS_MIN_ROWS` rows or more gets one process per core
-(:func:`client_processes`), a smaller one stays in the stage's process (starting workers
-costs about a second).
+:data:`CLIENT_PROCESS_MIN_ROWS` rows or more gets this process's share of the cores: the
+cores divided among the live processes registered in engines/cpu_threads.py's folder (the
+replica processes of a run side by side, CPU engines), so two replicas at once on 2 cores
+take a worker each; a smaller shard stays in the stage's process (starting workers costs
+about a second).
 """
 
 from __future__ import annotations
@@ -51,15 +53,18 @@ WORKER_MODULE = "nova_eval_assets.stages.generation_worker"
 CLIENT_PROCESS_MIN_ROWS = 20_000
 
 
-def client_processes(inference: Any, engine: Engine, shard_rows: int) -> int:
+def client_processes(
+    inference: Any, engine: Engine, shard_rows: int, cores: Callable[[], int] = available_cores
+) -> int:
     """How many processes send a shard's requests: ``inference.client_processes`` when set,
-    else one per core for a shard of :data:`CLIENT_PROCESS_MIN_ROWS` rows or more; never
-    more than ``concurrency`` (each needs a request in flight), 1 for other engines."""
+    else ``cores()`` (this process's share of the machine) for a shard of
+    :data:`CLIENT_PROCESS_MIN_ROWS` rows or more; never more than ``concurrency`` (each
+    needs a request in flight), 1 for other engines."""
     if not isinstance(engine, OpenAIEngine):
         return 1
     chosen = getattr(inference, "client_processes", None)
     if chosen is None:
-        chosen = available_cores() if shard_rows >= CLIENT_PROCESS_MIN_ROWS else 1
+        chosen = cores() if shard_rows >= CLIENT_PROCESS_MIN_ROWS else 1
     return max(1, min(chosen, engine.concurrency))
 
 

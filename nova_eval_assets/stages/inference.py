@@ -17,6 +17,9 @@ from nova_eval_assets.dataset import (
 )
 from nova_eval_assets.engines.base import Engine, GenerationRequest, SamplingSettings
 from nova_eval_assets.engines.collector import collector_paused
+from nova_eval_assets.engines.cpu_threads import available_cores, process_share
+from nova_eval_assets.engines.models import cache_root
+from nova_eval_assets.engines.openai import OpenAIEngine
 from nova_eval_assets.engines.reasoning import check_recipe_reasoning
 from nova_eval_assets.engines.vision import check_engine_requests
 from nova_eval_assets.layout import EvalLayout
@@ -150,8 +153,14 @@ def _generate_shard(
     blocks, resumed, elapsed, generated_now = 0, 0, 0.0, 0
     group_rows = storage.batch_rows()
     schema = lineage.schema_with_lineage(INFERENCE_SCHEMA, recorded)
-    processes = client_processes(loaded.recipe.inference, engine, shard_rows)
     with contextlib.ExitStack() as stack, storage.parquet_writer(path, schema) as writer:
+        cores = available_cores
+        if isinstance(engine, OpenAIEngine):  # its client processes share the cores with
+            share = process_share(cache_root() / ".cpu-engines")  # replicas side by side
+            share.acquire()
+            stack.callback(share.release)
+            cores = share.threads
+        processes = client_processes(loaded.recipe.inference, engine, shard_rows, cores)
         if processes > 1:
             start_block = stack.enter_context(GenerationWorkers(engine, processes)).start
         else:
