@@ -16,6 +16,8 @@ folder (its own ``DAGSTER_HOME`` and ``NOVA_EVAL_OUTPUT_ROOT``):
    While it runs, the RSS of the CLI's whole process tree (the CLI, the fork server and
    replica processes) is summed every 0.2 s with psutil: the peak of that sum and of the
    largest single process. RSS counts pages a forked child shares with its parent in both.
+   Each sum is kept with its time, so that each Dagster step gets the peak of the sums
+   taken while it ran (from its start and end in the step stats).
 2. The peer, just before and just after the run, against the same server: bench/client.py's
    plain aiohttp client (one session, a pool of C connections, C coroutines) posting the
    bodies the engine posts for the first ``--peer-rows`` rows (checked field for field
@@ -24,11 +26,11 @@ folder (its own ``DAGSTER_HOME`` and ``NOVA_EVAL_OUTPUT_ROOT``):
    better than either.
 
 Per run: the wall time of the command (interpreter start to exit), rows/s end to end, the
-wall time of each Dagster step of the runs the CLI launched (from the instance's step
-stats, keyed by step and partition), and the generation stage's rows/s: N over the span
-of the ``inference_outputs`` steps (first start to last end, over every replica), engine
-set-up and Parquet output included; beside it the peer's requests/s and their ratio. The
-goals of issue 21 are checked at the end.
+wall time and peak tree RSS of each Dagster step of the runs the CLI launched (from the
+instance's step stats, keyed by step and partition), and the generation stage's rows/s: N
+over the span of the ``inference_outputs`` steps (first start to last end, over every
+replica), engine set-up and Parquet output included; beside it the peer's requests/s and
+their ratio. The goals of issue 21 are checked at the end.
 """
 
 from __future__ import annotations
@@ -117,9 +119,10 @@ def write_recipe(
 
 class TreeMemory:
     """Samples the RSS of a process and all its descendants every SAMPLE_S seconds on a
-    thread: the peak of their sum and the largest single process seen. A child counts from
-    its second sample on: one caught between fork and exec shows its parent's pages as its
-    own, and would count them twice."""
+    thread: the peak of their sum and the largest single process seen, and every sum with
+    the wall-clock time it was taken (`timeline`). A child counts from its second sample
+    on: one caught between fork and exec shows its parent's pages as its own, and would
+    count them twice."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
@@ -128,6 +131,8 @@ class TreeMemory:
         self.peak_single_name = ""
         self.peak_by_process: dict[int, tuple[str, int]] = {}  # pid: (role, peak RSS)
         self.samples = 0
+        #: (time.time() after the sample, tree RSS): epoch seconds, as Dagster's step stats
+        self.timeline: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -161,6 +166,7 @@ class TreeMemory:
             seen_before = {child.pid for child in children}
             self.peak_sum = max(self.peak_sum, total)
             self.samples += 1
+            self.timeline.append((time.time(), total))
             self._stop.wait(SAMPLE_S)
 
     def largest(self, count: int) -> list[tuple[str, float]]:
@@ -211,6 +217,25 @@ def step_times(dagster_home: Path) -> list[dict[str, Any]]:
     return steps
 
 
+def step_peaks(
+    steps: list[dict[str, Any]], timeline: list[tuple[float, int]]
+) -> list[dict[str, Any]]:
+    """`steps` with ``peak_rss_gib``: the largest tree RSS sampled between the step's start
+    and end (None for a step shorter than the sampling gap). Steps that overlap (replicas)
+    share their samples; memory a step leaves behind counts in the steps after it."""
+    peaked = []
+    for step in steps:
+        inside = [rss for at, rss in timeline if step["start"] <= at <= step["end"]]
+        peaked.append({**step, "peak_rss_gib": round(max(inside) / GIB, 3) if inside else None})
+    return peaked
+
+
+def outside_peak(steps: list[dict[str, Any]], timeline: list[tuple[float, int]]) -> float | None:
+    """The largest tree RSS sampled while no step ran (start-up, between runs, exit), GiB."""
+    outside = [rss for at, rss in timeline if not any(s["start"] <= at <= s["end"] for s in steps)]
+    return round(max(outside) / GIB, 3) if outside else None
+
+
 def covered_s(steps: list[dict[str, Any]]) -> float:
     """Seconds during which at least one step ran (replica steps overlap)."""
     covered, reached = 0.0, float("-inf")
@@ -235,9 +260,12 @@ def nova_eval_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "nova_eval_assets.cli"]
 
 
-def run_cli(recipe: Path, work: Path, max_parallel: int | None) -> dict[str, Any]:
+def run_cli(
+    recipe: Path, work: Path, max_parallel: int | None
+) -> tuple[dict[str, Any], list[tuple[float, int]]]:
     """`nova-eval run recipe --quiet` in `work`'s instance and output root: wall seconds,
-    peak RSS of its process tree and of its largest process."""
+    peak RSS of its process tree and of its largest process; and the tree's RSS samples
+    (epoch seconds, bytes)."""
     home = work / "dagster_home"
     home.mkdir()
     env = {
@@ -265,7 +293,7 @@ def run_cli(recipe: Path, work: Path, max_parallel: int | None) -> dict[str, Any
         "peak_single_process": memory.peak_single_name,
         "rss_samples": memory.samples,
         "largest_processes_gib": memory.largest(4),
-    }
+    }, memory.timeline
 
 
 def peer_requests(data: Path, rows: int) -> list[GenerationRequest]:
@@ -333,13 +361,13 @@ def measure(
         # machine's load over the run better than either
         peer_before = peer_rate(url, requests, fields, concurrency)
         load_before = os.getloadavg()
-        run = run_cli(recipe, work, max_parallel)
+        run, timeline = run_cli(recipe, work, max_parallel)
         load_after_run = os.getloadavg()
         peer_after = peer_rate(url, requests, fields, concurrency)
         layout = EvalLayout(str(work / "outputs" / loaded.name))
         check_run(layout.latest_report, rows)
         check_peer_requests(requests, layout.prompts)
-        steps = step_times(work / "dagster_home")
+        steps = step_peaks(step_times(work / "dagster_home"), timeline)
     peer = (peer_before + peer_after) / 2
     generation_s = generation_span(steps)
     generation = rows / generation_s
@@ -358,6 +386,7 @@ def measure(
         "peer_before_after": [round(peer_before, 1), round(peer_after, 1)],
         "generation_vs_peer": round(generation / peer, 3),
         "in_steps_s": round(covered_s(steps), 2),
+        "peak_rss_outside_steps_gib": outside_peak(steps, timeline),
         "steps": [
             {**s, "start": round(s["start"] - first, 2), "end": round(s["end"] - first, 2)}
             for s in steps
@@ -388,7 +417,21 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         **{key: round(statistics.median(r[key] for r in runs), 3) for key in keys},
         # a peak is a peak: the largest of the repeats too
         "peak_rss_gib_max": max(r["peak_rss_gib"] for r in runs),
+        "step_peak_rss_gib": step_peak_summary(runs),
     }
+
+
+def step_peak_summary(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Each step's peak tree RSS (recipe prefix left out), the largest over the repeats and
+    partitions, in the order the steps first started."""
+    peaks: dict[str, float | None] = {}
+    for run in runs:
+        prefix = f"{run['recipe_key']}__"
+        for step in run["steps"]:
+            name = step["step"].removeprefix(prefix)
+            known, peak = peaks.get(name), step.get("peak_rss_gib")
+            peaks[name] = peak if known is None else known if peak is None else max(known, peak)
+    return peaks
 
 
 def goals(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -450,21 +493,48 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _gib(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f} GiB"
+
+
 def stage_table(run: dict[str, Any]) -> list[str]:
-    """The run's steps (the recipe's asset key prefix left out) and the time outside them."""
+    """The run's steps (the recipe's asset key prefix left out) and the time outside them,
+    with the peak tree RSS in each."""
     prefix = f"{run['recipe_key']}__"
-    lines = ["| step | partition | start s | seconds | share of wall |", "|---|---|---:|---:|---:|"]
+    lines = [
+        "| step | partition | start s | seconds | share of wall | peak RSS (tree) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for step in run["steps"]:
         share = step["seconds"] / run["wall_s"]
         lines.append(
             f"| {step['step'].removeprefix(prefix)} | {step['partition'] or ''} | "
-            f"{step['start']:.1f} | {step['seconds']:.1f} | {share:.0%} |"
+            f"{step['start']:.1f} | {step['seconds']:.1f} | {share:.0%} | "
+            f"{_gib(step.get('peak_rss_gib'))} |"
         )
     outside = run["wall_s"] - run["in_steps_s"]
     lines.append(
         f"| outside the steps (interpreter start, imports, runs' start-up) | | | "
-        f"{outside:.1f} | {outside / run['wall_s']:.0%} |"
+        f"{outside:.1f} | {outside / run['wall_s']:.0%} | "
+        f"{_gib(run.get('peak_rss_outside_steps_gib'))} |"
     )
+    return lines
+
+
+def step_peak_table(summaries: list[dict[str, Any]]) -> list[str]:
+    """Peak tree RSS per step, a column per (rows, replicas): which step grows with rows."""
+    names = list(dict.fromkeys(n for s in summaries for n in s["step_peak_rss_gib"]))
+    columns = [f"{s['rows']:,} rows, {s['replicas']} repl." for s in summaries]
+    lines = [
+        "Peak RSS of the CLI tree while each step ran (memory a step leaves behind counts in "
+        "the steps after it):",
+        "",
+        f"| step | {' | '.join(columns)} |",
+        f"|---|{'---:|' * len(columns)}",
+    ]
+    for name in names:
+        cells = [_gib(s["step_peak_rss_gib"].get(name)) for s in summaries]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     return lines
 
 
@@ -486,6 +556,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {rows:,} (before, issue 21) | 1 | {before['wall_s']:.0f} s | "
             f"{before['rows_per_s']:.0f} | {before['peak_rss_gib']:.2f} GiB | | | | |"
         )
+    lines += ["", *step_peak_table(result["summaries"])]
     for run in result["runs"]:
         lines += [
             "",
