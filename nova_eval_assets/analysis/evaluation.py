@@ -176,7 +176,9 @@ def analyze(
     stratified["overconfident_error"] = np.where(judged, findings["overconfident_error"], np.nan)
     corpus = {}
     if ex.bleu_stats.shape[0] == n and np.isfinite(ex.bleu_stats).any():
-        corpus["bleu"] = np.where(scored[:, None], ex.bleu_stats, np.nan)
+        # in place: nothing else reads them (a copy is 80 bytes a row)
+        ex.bleu_stats[~scored] = np.nan
+        corpus["bleu"] = ex.bleu_stats
     strata_rows = stratify(
         stratified,
         fields,
@@ -185,6 +187,10 @@ def analyze(
         rounds=config.bootstrap_rounds,
         seed=config.seed,
     )
+    # nothing after the strata reads the metrics or the BLEU statistics (136 bytes a row
+    # with the built-in metrics): let go of them before the examples' texts and the plots
+    ex.metrics, ex.bleu_stats = {}, np.zeros((0, ex.bleu_stats.shape[1]))
+    del stratified, corpus
 
     # -- examples of each finding and category, with their text
     wanted = np.concatenate([v for v in example_rows.values()] or [np.zeros(0, int)])

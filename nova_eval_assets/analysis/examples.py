@@ -19,10 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nova_eval_assets import storage
 from nova_eval_assets.analysis.columns import (
+    FilledColumns,
     flags,
     iter_batches,
-    merge_metric_batches,
     metric_columns,
     stats_matrix,
 )
@@ -62,14 +63,6 @@ class Examples:
     @property
     def n(self) -> int:
         return len(self.columns["row_index"])
-
-
-def _concat(parts: list[Any]) -> Any:
-    if isinstance(parts[0], np.ndarray):
-        return np.concatenate(parts)
-    return pa.concat_arrays(
-        [p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in parts]
-    )
 
 
 def _text_chars(array: pa.Array) -> np.ndarray:
@@ -126,21 +119,30 @@ def read_examples(
     :func:`compare_evaluations`)."""
     for_comparison = columns is not None
     columns = columns or ANALYSIS_COLUMNS
-    parts: list[dict[str, Any]] = []
-    metric_parts: list[dict[str, np.ndarray]] = []
-    stat_parts: list[np.ndarray] = []
+    n = source.num_rows if isinstance(source, pa.Table) else storage.parquet_rows(source)
+    filled, metric_values, stats = FilledColumns(n), FilledColumns(n), FilledColumns(n)
+    names: list[str] | None = None  # the first batch's columns: every batch has them
+    start = 0
     for batch in iter_batches(source, columns):
-        names = batch.schema.names
-        parts.append(_batch(batch, config, "token_logprobs" in columns, for_comparison))
-        metric_parts.append(metric_columns(batch.column("metrics")) if "metrics" in names else {})
-        if "bleu_stats" in names:
-            stat_parts.append(stats_matrix(batch.column("bleu_stats")))
-    if not parts:
+        present = batch.schema.names
+        part = _batch(batch, config, "token_logprobs" in columns, for_comparison)
+        names = list(part) if names is None else names
+        for name in names:
+            filled.put(name, start, part[name])
+        if "metrics" in present:  # in first-seen order, NaN in the rows of batches without
+            for name, values in metric_columns(batch.column("metrics")).items():
+                metric_values.put(name, start, values, missing=np.nan)
+        if "bleu_stats" in present:
+            stats.put("bleu_stats", start, stats_matrix(batch.column("bleu_stats")))
+        start += batch.num_rows
+    if names is None:
         raise ValueError("the examples table has no rows")
-    merged = {name: _concat([p[name] for p in parts]) for name in parts[0]}
-    metrics = merge_metric_batches(metric_parts, [len(p["row_index"]) for p in parts])
-    stats = np.concatenate(stat_parts) if stat_parts else np.zeros((0, 10))
-    examples = Examples(merged, _ordered(metrics), stats)
+    if start != n:
+        raise RuntimeError(f"the examples table has {start} rows, not {n}")
+    merged = {name: filled.get(name) for name in names}
+    metrics = {name: metric_values.get(name) for name in metric_values.numpy_names()}
+    bleu_stats = stats.get("bleu_stats") if "bleu_stats" in stats else np.zeros((0, 10))
+    examples = Examples(merged, _ordered(metrics), bleu_stats)
     if not (for_comparison and config.label_field is not None):
         examples.columns["correct"] = _correctness(examples, config)
     return examples

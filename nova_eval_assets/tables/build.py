@@ -32,8 +32,8 @@ from threadpoolctl import threadpool_limits
 
 from nova_eval_assets import storage
 from nova_eval_assets.analysis.columns import (
+    FilledColumns,
     iter_batches,
-    merge_metric_batches,
     metric_columns,
     prefetched,
     stats_matrix,
@@ -405,8 +405,12 @@ def stratum_metric_rows(
     side by side, see :func:`corpus_bleu_by_subset`); rows not scored are left out.
     """
     names: dict[str, None] = {}  # every row's metrics, in first-seen order
-    metric_parts: list[dict[str, np.ndarray]] = []
-    stat_parts: list[np.ndarray] = []
+    # the scored rows' metric values and BLEU statistics, filled in place (never per-batch
+    # parts beside their concatenation); at most every row is scored
+    capacity = (
+        examples.num_rows if isinstance(examples, pa.Table) else storage.parquet_rows(examples)
+    )
+    scored_values, scored_stats = FilledColumns(capacity), FilledColumns(capacity)
     sizes: list[int] = []  # scored rows per batch
     fields: dict[str, _FieldCodes] = {}
     longest_stats = 0
@@ -418,17 +422,24 @@ def stratum_metric_rows(
         scored = pc.fill_null(batch.column("scored"), False)
         keys, _ = map_entries(batch.column("metrics"))
         names.update(dict.fromkeys(keys.dictionary.to_pylist()))
-        metric_parts.append(metric_columns(batch.column("metrics").filter(scored)))
+        start = sum(sizes)
+        for name, column in metric_columns(batch.column("metrics").filter(scored)).items():
+            scored_values.put(name, start, column, missing=np.nan)  # NaN: batches without
         sizes.append(int(pc.sum(scored).as_py() or 0))
         if "bleu_stats" in present:
             lengths = pc.list_value_length(batch.column("bleu_stats"))
             longest_stats = max(longest_stats, pc.max(lengths).as_py() or 0)
-            stat_parts.append(stats_matrix(batch.column("bleu_stats").filter(scored)))
+            scored_stats.put(
+                "stats", start, stats_matrix(batch.column("bleu_stats").filter(scored))
+            )
         scored_rows = scored.to_numpy(zero_copy_only=False)
         _add_metadata(fields, number, batch.column("metadata"), scored_rows, max_values)
-    merged = merge_metric_batches(metric_parts, sizes)
-    values = {name: merged.get(name, np.full(sum(sizes), np.nan)) for name in names}
-    stats = np.concatenate(stat_parts) if longest_stats > 0 else None
+    total = sum(sizes)
+    values = {
+        name: scored_values.get(name, total) if name in scored_values else np.full(total, np.nan)
+        for name in names
+    }
+    stats = scored_stats.get("stats", total) if longest_stats > 0 else None
     complete = ~np.isnan(stats).any(axis=1) if stats is not None else None
     rows: list[dict[str, Any]] = []
     bleu_rows: list[tuple[int, np.ndarray]] = []  # (position in rows, its examples)
