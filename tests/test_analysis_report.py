@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -62,6 +63,9 @@ def test_outputs_written_next_to_the_results(ticket_analysis):
     per_example = storage.read_parquet(paths["per_example"])
     assert per_example.num_rows == 254
     assert per_example.column("row_index").to_pylist() == list(range(254))
+    # the analysis holds metadata dictionary-encoded; the table keeps the examples' strings
+    assert per_example.schema.field("metadata").type == pa.string()
+    assert per_example.column("metadata").to_pylist() == table.column("metadata").to_pylist()
     metrics = {r["metric"] for r in summary["strata"]}
     assert {"label_accuracy", "em", "f1", "class_match", "bleu", "confidence"} <= metrics
 

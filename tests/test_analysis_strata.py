@@ -151,3 +151,24 @@ def test_arrow_fast_path_for_many_distinct_metadata_agrees_with_python():
         '{"x": 1} {}',
     ):
         assert _arrow_fields(pa.array([*rows[:1100], odd])) is None, odd
+
+
+def test_dictionary_encoded_metadata_with_unused_values():
+    """The analysis keeps metadata dictionary-encoded; rows taken from it (a comparison's
+    pairing) keep the whole dictionary, whose values no row has must not become strata."""
+    texts = [
+        json.dumps({"topic": t, "lang": lang})
+        for t, lang in [("a", "en"), ("b", "en"), ("c", "fr"), ("a", "fr")]
+    ] + [None, "not json"]
+    whole = pa.array(texts, pa.string())
+    taken = pa.compute.dictionary_encode(whole).take(pa.array([0, 3, 4, 5]))
+    fields, notes = metadata_fields(taken)
+    by_name = {f.name: f for f in fields}
+    # worked by hand: rows {"a","en"}, {"a","fr"}, null, "not json"
+    assert by_name["topic"].values == ["a", MISSING]
+    assert by_name["topic"].codes.tolist() == [0, 0, 1, 1]
+    assert by_name["lang"].values == ["en", "fr", MISSING]
+    assert by_name["lang"].codes.tolist() == [0, 1, 2, 2]
+    assert by_name["metadata"].values == ["not json", MISSING]
+    assert by_name["metadata"].codes.tolist() == [1, 1, 1, 0]
+    assert notes == []

@@ -290,7 +290,7 @@ def _per_example_table(
     n = len(c["row_index"])
     columns: dict[str, Any] = {
         "row_index": c["row_index"],
-        "metadata": c["metadata"],
+        "metadata": c["metadata"].cast(pa.string()),
         "scored": c["scored"],
         "correct": c["correct"],
         "confidence": c["confidence"],

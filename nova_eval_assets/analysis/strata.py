@@ -115,13 +115,16 @@ def metadata_fields(
     """The metadata fields worth stratifying by, and notes on the ones that are not."""
     if isinstance(metadata, pa.ChunkedArray):
         metadata = metadata.combine_chunks()
-    encoded = pc.dictionary_encode(metadata)
+    encoded = metadata if pa.types.is_dictionary(metadata.type) else pc.dictionary_encode(metadata)
     uniques = encoded.dictionary
+    valid = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
+    index = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    used = np.unique(index[valid])
+    if len(used) < len(uniques):  # a dictionary array's rows need not use all its values
+        uniques, index = uniques.take(pa.array(used)), np.searchsorted(used, index)
     columns = _arrow_fields(uniques) if len(uniques) >= 1000 else None
     if columns is None:
         columns = _python_fields(uniques)
-    valid = encoded.indices.is_valid().to_numpy(zero_copy_only=False)
-    index = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     fields, notes = [], []
     for name, column in columns.items():
         encoded_values = column.dictionary_encode()
