@@ -173,16 +173,14 @@ class ReplicaExtras:
         self.call_seconds = 0.0
         self.first_errors: list[dict[str, Any]] = []
 
-    def score(
-        self,
-        outputs: Sequence[dict[str, Any]],
-        scored: Sequence[bool],
-    ) -> dict[str, list[Any]]:
+    def score(self, outputs: pa.RecordBatch, scored: Sequence[bool]) -> dict[str, list[Any]]:
         """Per-row processor and classification columns for one batch of the replica.
 
-        ``outputs`` rows hold ``row_index``, ``prompt``, ``gold`` and ``prediction``.
+        ``outputs`` has the columns ``row_index``, ``prompt``, ``gold`` and ``prediction``;
+        a row becomes a Python dict only for the processor (classification reads two
+        columns: at a million rows the dicts cost more than the labels).
         """
-        n = len(outputs)
+        n = outputs.num_rows
         columns: dict[str, list[Any]] = {
             "custom_metrics": [[] for _ in range(n)],
             "postprocess_error": [None] * n,
@@ -193,11 +191,13 @@ class ReplicaExtras:
             "label_problem": [None] * n,
         }
         if self.runner is not None:
-            self._postprocess(outputs, scored, columns)
+            self._postprocess(outputs.to_pylist(), scored, columns)
         config = self.loaded.recipe.classification
         if config is not None:
-            for i, row in enumerate(outputs):
-                gold = extract_label(row["gold"], config.label_field, "strict", config.labels)
+            golds = outputs.column("gold").to_pylist()
+            predictions = outputs.column("prediction").to_pylist()
+            for i, (gold_text, prediction) in enumerate(zip(golds, predictions, strict=True)):
+                gold = extract_label(gold_text, config.label_field, "strict", config.labels)
                 if not gold.valid:
                     columns["label_problem"][i] = f"gold_{gold.problem}"
                     continue
@@ -205,7 +205,7 @@ class ReplicaExtras:
                 if not scored[i]:
                     continue
                 pred = extract_label(
-                    row["prediction"], config.label_field, config.json_mode, config.labels
+                    prediction, config.label_field, config.json_mode, config.labels
                 )
                 columns["predicted_label"][i] = pred.label
                 columns["label_valid"][i] = pred.valid

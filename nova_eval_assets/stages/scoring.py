@@ -101,9 +101,7 @@ def _score_batch(
     batch: pa.RecordBatch, builtin: pa.RecordBatch, extras: byom.ReplicaExtras
 ) -> pa.Table:
     scored = batch.column("scored").to_pylist()
-    columns = extras.score(
-        batch.select(["row_index", "prompt", "gold", "prediction"]).to_pylist(), scored
-    )
+    columns = extras.score(batch.select(["row_index", "prompt", "gold", "prediction"]), scored)
     metrics = builtin.column("metrics")
     if any(columns["custom_metrics"]):  # BYOM metrics go into `metrics` as well
         metrics = [
