@@ -11,12 +11,14 @@ import hashlib
 import io
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from queue import Empty, Queue
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -276,6 +278,45 @@ def parquet_writer(location: str, schema: pa.Schema) -> Iterator[pq.ParquetWrite
 def read_parquet(location: str, columns: list[str] | None = None) -> pa.Table:
     fs, path = _filesystem(location)
     return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+T = TypeVar("T")
+
+
+def prefetched(batches: Iterator[T], ahead: int = 1) -> Iterator[T]:
+    """The same items, the next ones made (a batch decoded, and whatever else ``batches``
+    does to it) in a background thread while the caller works on the current one (Parquet
+    decoding and Arrow's kernels let go of the GIL)."""
+    queue: Queue[Any] = Queue(maxsize=ahead)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                queue.put(batch)
+            queue.put(done)
+        except BaseException as exc:  # handed to the consumer
+            queue.put(exc)
+
+    worker = threading.Thread(target=produce, name="parquet-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with suppress(Empty):
+                queue.get(timeout=0.05)
+        worker.join()
 
 
 def iter_parquet_batches(

@@ -10,11 +10,8 @@ texts (the largest column of the file).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import suppress
-from queue import Empty, Queue
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +28,6 @@ TOKEN_LEAVES = [
     "token_logprobs.list.element.forced",
 ]
 _METRIC_ENTRY = pa.list_(pa.struct([("key", pa.string()), ("value", pa.float64())]))
-T = TypeVar("T")
 
 
 def iter_batches(
@@ -52,43 +48,7 @@ def iter_batches(
         if column not in names:
             continue
         leaves.extend(TOKEN_LEAVES if column == "token_logprobs" else [column])
-    yield from prefetched(storage.iter_parquet_batches(source, leaves, batch_size))
-
-
-def prefetched(batches: Iterator[T], ahead: int = 1) -> Iterator[T]:
-    """The same batches, the next ones decoded (and whatever else ``batches`` does to
-    them) in a background thread while the caller works on the current one (Parquet
-    decoding releases the GIL)."""
-    queue: Queue[Any] = Queue(maxsize=ahead)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                if stop.is_set():
-                    return
-                queue.put(batch)
-            queue.put(done)
-        except BaseException as exc:  # handed to the consumer
-            queue.put(exc)
-
-    worker = threading.Thread(target=produce, name="parquet-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = queue.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            with suppress(Empty):
-                queue.get(timeout=0.05)
-        worker.join()
+    yield from storage.prefetched(storage.iter_parquet_batches(source, leaves, batch_size))
 
 
 def numbers(array: pa.Array, fill: float = np.nan) -> np.ndarray:

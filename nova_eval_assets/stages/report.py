@@ -184,9 +184,9 @@ def inference_warnings(
 
 class ReportTally:
     """What the results JSON says of the joined examples, gathered batch by batch: the
-    values the aggregates reduce (float64 per row and metric, the BLEU statistics: 136
-    bytes a scored row with the built-in metrics, written in place into arrays of the
-    replicas' rows) and running counts for the rest."""
+    values the aggregates reduce (float64 per row and metric: 56 bytes a scored row with
+    the built-in metrics, written in place into arrays of the replicas' rows) and running
+    counts for the rest. The BLEU statistics are read apart (:func:`scored_bleu_stats`)."""
 
     def __init__(self, loaded: LoadedRecipe):
         layout, replicas = EvalLayout.for_recipe(loaded), loaded.recipe.run.replicas
@@ -196,7 +196,6 @@ class ReportTally:
         self.coverage = CoverageTally()
         self.clipped = ClippedRows(loaded.recipe.inference.generation_tokens)
         self.builtin = MetricValues(rows)
-        self.bleu = StatsRows(rows)
         self.rows = 0
         self.inference_errors = 0
         self.generated_tokens = 0
@@ -213,19 +212,35 @@ class ReportTally:
         scored = batch.filter(pc.fill_null(batch.column("scored"), False))
         # custom metrics: processor.aggregation (byom.custom_aggregates)
         self.builtin.add(scored.column("metrics"), skip=self.extras.custom_names)
-        self.bleu.add(scored.column("bleu_stats"))
 
 
-def aggregate_metrics(tally: ReportTally, bleu_stderr: float | None = None) -> dict[str, float]:
-    """Built-in metrics of the scored rows: means with stderr, corpus BLEU (``bleu_stderr``:
-    its bootstrap, when already computed from ``tally.bleu``)."""
+def scored_bleu_stats(loaded: LoadedRecipe) -> np.ndarray:
+    """The BLEU statistics of the scored rows in row order, (rows, 10): what the joined
+    examples hold, read from the replicas' metrics files alone (replicas are contiguous
+    ranges of rows in replica order, each file in row order; :func:`collect_replicas`
+    checks both), so that the bootstrap need not wait for the join."""
+    layout, replicas = EvalLayout.for_recipe(loaded), loaded.recipe.run.replicas
+    paths = [layout.metrics(r, replicas) for r in range(replicas)]
+    stats = StatsRows(sum(storage.parquet_rows(path) for path in paths))
+    for path in paths:
+        columns = ["scored", "bleu_stats"]
+        for batch in storage.iter_parquet_batches(path, columns, storage.batch_rows()):
+            scored = batch.filter(pc.fill_null(batch.column("scored"), False))
+            stats.add(scored.column("bleu_stats"))
+    return stats.matrix()
+
+
+def aggregate_metrics(
+    tally: ReportTally, stats: np.ndarray, bleu_stderr: float | None = None
+) -> dict[str, float]:
+    """Built-in metrics of the scored rows: means with stderr, corpus BLEU of ``stats``
+    (:func:`scored_bleu_stats`; ``bleu_stderr``: its bootstrap, when already computed)."""
     per_example: dict[str, np.ndarray] = {name: np.zeros(0) for name in PER_EXAMPLE_METRICS}
     custom = tally.extras.custom_names
     # a name seen as custom only in a later batch is custom too
     per_example.update(
         (name, values) for name, values in tally.builtin.arrays().items() if name not in custom
     )
-    stats = tally.bleu.matrix()
     return aggregate_gen_qa(per_example, stats if len(stats) else None, bleu_stderr=bleu_stderr)
 
 
@@ -256,15 +271,15 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     report_lineage = {"stage": "report", **run_lineage}
     schema = lineage.with_lineage(examples_schema(loaded).empty_table(), report_lineage).schema
     tally = ReportTally(loaded)
+    # The BLEU bootstrap (numpy, which lets go of the GIL) runs beside the join and the Nova
+    # export below: at a million rows it takes a minute, as does each of the two.
+    stats = scored_bleu_stats(loaded)
     with ThreadPoolExecutor(1, thread_name_prefix="bleu-bootstrap") as background:
+        bootstrap = background.submit(bootstrap_bleu_stderr, stats) if len(stats) else None
         with storage.parquet_writer(examples_path, schema) as writer:
             for batch in collect_replicas(loaded):
                 writer.write_batch(batch)
                 tally.add(batch)
-            # The BLEU bootstrap (numpy, which lets go of the GIL) runs beside the Nova
-            # export below: at a million rows each takes a minute or more.
-            stats = tally.bleu.matrix()
-            bootstrap = background.submit(bootstrap_bleu_stderr, stats) if len(stats) else None
             # inside: a failure here leaves the previous examples file in place
             custom = byom.custom_aggregates(loaded, tally.extras)
             coverage = tally.coverage.section()
@@ -275,7 +290,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
             examples_path, layout.results_dir, recipe.run.model_name_or_path, stamp
         )
         bleu_stderr = bootstrap.result() if bootstrap is not None else None
-    metrics = {**aggregate_metrics(tally, bleu_stderr), **custom}
+    metrics = {**aggregate_metrics(tally, stats, bleu_stderr), **custom}
     validation = storage.read_json(layout.validation_report)
     counts = {
         "examples": tally.rows,

@@ -35,7 +35,6 @@ from nova_eval_assets.analysis.columns import (
     FilledColumns,
     iter_batches,
     metric_columns,
-    prefetched,
     stats_matrix,
 )
 from nova_eval_assets.engines.cpu_threads import available_cores
@@ -251,7 +250,7 @@ def examples_batches(
     encoding release the GIL, so the two overlap."""
     size = storage.batch_rows() if batch_rows is None else batch_rows
     batches = storage.iter_parquet_batches(examples_location, batch_size=size)
-    yield from prefetched(to_eval_examples(batch, run) for batch in batches)
+    yield from storage.prefetched(to_eval_examples(batch, run) for batch in batches)
 
 
 # ---------------------------------------------------------------- eval_metrics
