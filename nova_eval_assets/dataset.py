@@ -273,8 +273,10 @@ class StrictJsonError(ValueError):
 def parse_strict_json(text: str) -> object:
     """``json.loads``, refusing what :class:`StrictJsonError` lists (a syntax error is a
     ``json.JSONDecodeError`` as usual)."""
+    if text.startswith("\ufeff"):  # as json.loads says it
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
     try:
-        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+        value = _STRICT_DECODER.decode(text)
     except RecursionError:  # far deeper than the limit: the parser gave up
         raise StrictJsonError(_TOO_DEEP) from None
     # fewer brackets than the limit cannot nest deeper: nearly every line skips the walk
@@ -299,6 +301,10 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 def _refuse_constant(name: str) -> object:
     raise StrictJsonError(f"{name} is not JSON (use null or a string)")
+
+
+# one decoder for every line (json.loads with hooks builds a new one per call)
+_STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
 
 
 def _nests_deeper(value: object, limit: int) -> bool:
