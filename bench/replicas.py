@@ -1,6 +1,6 @@
 """Replicas side by side: `nova-eval run` with 2 replica processes vs 1, against one server.
 
-    python bench/replicas.py [--rows N] [--concurrency C] [--repeats R]
+    python bench/replicas.py [--rows N] [--concurrency C] [--repeats R] [--client-processes N]
 
 bench/instant_server.py runs in its own process on 127.0.0.1 and answers every chat
 completion at once (a short JSON classification with per-token log probabilities, as vLLM
@@ -44,7 +44,16 @@ def write_dataset(folder: Path, rows: int) -> Path:
     return workload.write_jsonl(folder / "tickets.jsonl", marked)
 
 
-def write_recipe(folder: Path, data: Path, url: str, replicas: int, concurrency: int) -> Path:
+def write_recipe(
+    folder: Path,
+    data: Path,
+    url: str,
+    replicas: int,
+    concurrency: int,
+    client_processes: int | None = None,
+) -> Path:
+    # inference.client_processes: left out, each replica takes its share of the cores
+    chosen = {} if client_processes is None else {"client_processes": client_processes}
     return workload.write_recipe(
         folder / f"replicas-{replicas}.yaml",
         name=f"replicas-{replicas}",
@@ -59,6 +68,7 @@ def write_recipe(folder: Path, data: Path, url: str, replicas: int, concurrency:
         temperature=0,
         top_logprobs=5,
         concurrency=concurrency,
+        **chosen,
     )
 
 
@@ -138,9 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        metavar="N",
+        help="inference.client_processes of every replica (default: left to choose)",
+    )
     args = parser.parse_args(argv)
     print(
         f"{args.rows} rows, concurrency {args.concurrency} per replica, {os.cpu_count()} cores, "
+        f"client processes {args.client_processes or 'left to choose'}, "
         f"repeats {args.repeats}; load average {os.getloadavg()}"
     )
     server = start_server()
@@ -150,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp)
             data = write_dataset(folder, args.rows)
             recipes = {
-                r: write_recipe(folder, data, server.url, r, args.concurrency) for r in (1, 2)
+                r: write_recipe(
+                    folder, data, server.url, r, args.concurrency, args.client_processes
+                )
+                for r in (1, 2)
             }
             for repeat in range(args.repeats):
                 for replicas in (1, 2) if repeat % 2 == 0 else (2, 1):
