@@ -280,6 +280,25 @@ def read_parquet(location: str, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, filesystem=fs, columns=columns)
 
 
+def write_arrow(location: str, table: pa.Table) -> None:
+    """An Arrow IPC file, its buffers zstd-compressed: for short-lived files written in the
+    hot path (block checkpoints): about six times cheaper to write than Parquet (no
+    per-value encoding), and larger on disk."""
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with (
+        atomic_output(location) as stream,
+        pa.ipc.new_file(stream, table.schema, options=options) as writer,
+    ):
+        writer.write_table(table)
+
+
+def read_arrow(location: str) -> pa.Table:
+    """An Arrow IPC file (:func:`write_arrow`) as a table."""
+    fs, path = _filesystem(location)
+    with fs.open_input_file(path) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
 T = TypeVar("T")
 
 

@@ -158,7 +158,7 @@ def test_a_killed_worker_fails_the_stage_and_finished_blocks_resume(make_recipe)
         thread.start()
         checkpoints = resume.checkpoint_root(output)
         deadline = time.monotonic() + 60
-        while not storage.list_files(checkpoints, ".parquet"):
+        while not storage.list_files(checkpoints, ".arrow"):
             assert time.monotonic() < deadline, "no block checkpoint within 60 s"
             time.sleep(0.02)
         victim = generation_worker_pids()[0]
@@ -166,7 +166,7 @@ def test_a_killed_worker_fails_the_stage_and_finished_blocks_resume(make_recipe)
         thread.join(60)
         assert not thread.is_alive()
         assert failure and "generation worker process ended (exit status -9)" in str(failure[0])
-        finished = storage.list_files(checkpoints, ".parquet")
+        finished = storage.list_files(checkpoints, ".arrow")
         assert 1 <= len(finished) < 4 and not storage.exists(output)
         asked_before = len(held.prompts)
         summary = stages.run_inference(loaded, 0)

@@ -210,7 +210,7 @@ def test_kill_9_mid_run_then_resume_asks_only_unfinished_blocks(make_recipe, pro
     process = worker(killed.path, pause=0.5)
     try:
         deadline = time.monotonic() + 120
-        while not list(checkpoints.rglob("block-*.parquet")):
+        while not list(checkpoints.rglob("block-*.arrow")):
             assert process.poll() is None, process.communicate()[0]
             assert time.monotonic() < deadline, "no checkpoint within 120 s"
             time.sleep(0.05)
@@ -221,7 +221,7 @@ def test_kill_9_mid_run_then_resume_asks_only_unfinished_blocks(make_recipe, pro
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    finished = [storage.read_parquet(str(p)) for p in sorted(checkpoints.rglob("block-*.parquet"))]
+    finished = [storage.read_arrow(str(p)) for p in sorted(checkpoints.rglob("block-*.arrow"))]
     done = {prompt for part in finished for prompt in part["prompt"].to_pylist()}
     assert 4 <= len(done) < 12 and not storage.exists(output)
 

@@ -194,7 +194,7 @@ def wait_until(condition, process: subprocess.Popen, timeout: float = 240) -> No
 
 def checkpointed_blocks(folder: Path, loaded, replica: int) -> int:
     location = EvalLayout(str(folder / "outputs" / loaded.name)).inference(replica, REPLICAS)
-    return len(list(Path(location[: -len(".parquet")] + ".checkpoints").rglob("block-*.parquet")))
+    return len(list(Path(location[: -len(".parquet")] + ".checkpoints").rglob("block-*.arrow")))
 
 
 def block_lines(instance: dg.DagsterInstance, run_id: str) -> list[str]:

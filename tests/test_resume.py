@@ -67,7 +67,7 @@ def test_sigkill_mid_inference_then_rerun_resumes_and_matches_an_uninterrupted_r
     process = worker(killed.path, pause=0.8)  # a block takes >= 3.2 s: time to kill it
     try:
         deadline = time.monotonic() + 240
-        while not list(checkpoints.rglob("block-*.parquet")):
+        while not list(checkpoints.rglob("block-*.arrow")):
             assert process.poll() is None, process.communicate()[0]
             assert time.monotonic() < deadline, "no checkpoint within 240 s"
             time.sleep(0.05)
@@ -78,7 +78,7 @@ def test_sigkill_mid_inference_then_rerun_resumes_and_matches_an_uninterrupted_r
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    finished = sorted(p.name for p in checkpoints.rglob("block-*.parquet"))
+    finished = sorted(p.name for p in checkpoints.rglob("block-*.arrow"))
     assert 1 <= len(finished) < 3, finished
     assert not Path(output).exists()
 

@@ -141,7 +141,7 @@ def wait_for_first_block(loaded, process: subprocess.Popen) -> Path:
     output = EvalLayout.for_recipe(loaded).inference(0, 1)
     checkpoints = Path(output[: -len(".parquet")] + ".checkpoints")
     deadline = time.monotonic() + 180
-    while not list(checkpoints.rglob("block-*.parquet")):
+    while not list(checkpoints.rglob("block-*.arrow")):
         assert process.poll() is None, finish(process)
         assert time.monotonic() < deadline, "no checkpoint within 180 s"
         time.sleep(0.05)
@@ -402,7 +402,7 @@ def test_an_interrupted_run_says_so_in_one_line_and_a_rerun_resumes(
     ]
     root = Path(EvalLayout.for_recipe(loaded).root)
     assert not (root / "run.lock").exists()  # released on the way out
-    kept = len(list(checkpoints.rglob("block-*.parquet")))
+    kept = len(list(checkpoints.rglob("block-*.arrow")))
     assert 1 <= kept < 3
     if not rerun:  # the resume is the same after either signal: checked once
         return

@@ -73,14 +73,13 @@ def rows_kept(loaded: LoadedRecipe, replica: int, reuse: bool) -> int:
     is checkpointed."""
     path = EvalLayout.for_recipe(loaded).inference(replica, loaded.recipe.run.replicas)
     output_there = reuse and storage.exists(path)
-    checkpointed = storage.list_files(resume.checkpoint_root(path), ".parquet")
+    checkpointed = storage.list_files(resume.checkpoint_root(path), resume.CHECKPOINT_SUFFIX)
     if not output_there and not checkpointed:
         return 0  # the common case: nothing to read
     key = shard_lineage(loaded, replica, external_engine(loaded))["data_version"]
     if output_there and (lineage.read_lineage(path) or {}).get("data_version") == key:
         return storage.parquet_rows(path)
-    blocks = resume.BlockCheckpoints(path, key).finished()
-    return sum(storage.parquet_rows(block) for block in blocks)
+    return resume.BlockCheckpoints(path, key).finished_rows()
 
 
 def run_inference(
