@@ -293,3 +293,45 @@ def test_each_block_is_started_before_the_one_before_it_is_collected():
         events.append(f"collect {k}")
     assert events == ["start 0", "start 1", "collect 0", "start 2", "collect 1", "collect 2"]
     assert list(one_ahead(iter([]))) == []
+
+
+def test_a_worker_keeps_the_collector_off_until_the_block_is_arrow(server, monkeypatch):
+    """A block's parsed answers are many small objects: the collector must not walk them
+    (it cost some 13 % of a worker's CPU). A worker's block runs with it off, whatever the
+    engine does, and it is back on once the block's columns are Arrow."""
+    import gc
+
+    from nova_eval_assets.stages import generation_worker
+
+    engine = OpenAIEngine(MODEL, server.url, concurrency=2, probe=False)
+    seen: list[bool] = []
+    generate = engine.generate
+
+    def observed(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "generate", observed)
+    prompts = pa.table(
+        {
+            "row_index": pa.array([0, 1, 2], pa.int64()),
+            "prompt": ["a", "b", "c"],
+            "system": pa.nulls(3, pa.string()),
+        }
+    )
+    settings = SamplingSettings(max_new_tokens=8, top_logprobs=2)
+    header = {"job": 1, "settings": settings_header(settings), "step": 2}
+    message = read_message(io.BytesIO(_framed("B", header, arrow_payload(prompts))))
+    assert gc.isenabled()
+    try:
+        table = generation_worker._generated_table(engine, message, on_batch=lambda *_: None)
+    finally:
+        engine.close()
+    assert seen == [False] and gc.isenabled()
+    assert table.num_rows == 3 and table.column("prediction").null_count == 0
+
+
+def _framed(kind: str, header: dict, payload: bytes) -> bytes:
+    out = io.BytesIO()
+    write_message(out, kind, header, payload)
+    return out.getvalue()
