@@ -119,7 +119,7 @@ class Server:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # dagster dev stops its children
+            os.killpg(self.process.pid, signal.SIGINT)  # as Ctrl-C: dagster dev stops its children
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
