@@ -189,9 +189,7 @@ class ReportTally:
     counts for the rest. The BLEU statistics are read apart (:func:`scored_bleu_stats`)."""
 
     def __init__(self, loaded: LoadedRecipe):
-        layout, replicas = EvalLayout.for_recipe(loaded), loaded.recipe.run.replicas
-        # every row at most is scored
-        rows = sum(storage.parquet_rows(layout.metrics(r, replicas)) for r in range(replicas))
+        rows = _metrics_rows(loaded)  # every row at most is scored
         self.extras = byom.ExtrasTally(loaded)
         self.coverage = CoverageTally()
         self.clipped = ClippedRows(loaded.recipe.inference.generation_tokens)
@@ -219,15 +217,24 @@ def scored_bleu_stats(loaded: LoadedRecipe) -> np.ndarray:
     examples hold, read from the replicas' metrics files alone (replicas are contiguous
     ranges of rows in replica order, each file in row order; :func:`collect_replicas`
     checks both), so that the bootstrap need not wait for the join."""
-    layout, replicas = EvalLayout.for_recipe(loaded), loaded.recipe.run.replicas
-    paths = [layout.metrics(r, replicas) for r in range(replicas)]
-    stats = StatsRows(sum(storage.parquet_rows(path) for path in paths))
-    for path in paths:
-        columns = ["scored", "bleu_stats"]
+    stats = StatsRows(_metrics_rows(loaded))
+    columns = ["scored", "bleu_stats"]
+    for path in _metrics_paths(loaded):
         for batch in storage.iter_parquet_batches(path, columns, storage.batch_rows()):
             scored = batch.filter(pc.fill_null(batch.column("scored"), False))
             stats.add(scored.column("bleu_stats"))
     return stats.matrix()
+
+
+def _metrics_paths(loaded: LoadedRecipe) -> list[str]:
+    """The replicas' metrics files, in replica (so row) order."""
+    layout, replicas = EvalLayout.for_recipe(loaded), loaded.recipe.run.replicas
+    return [layout.metrics(r, replicas) for r in range(replicas)]
+
+
+def _metrics_rows(loaded: LoadedRecipe) -> int:
+    """Rows of the replicas' metrics files together (from their footers)."""
+    return sum(storage.parquet_rows(path) for path in _metrics_paths(loaded))
 
 
 def aggregate_metrics(
