@@ -320,7 +320,7 @@ def prefetched(batches: Iterator[T], ahead: int = 1) -> Iterator[T]:
         except BaseException as exc:  # handed to the consumer
             queue.put(exc)
 
-    worker = threading.Thread(target=produce, name="parquet-prefetch", daemon=True)
+    worker = threading.Thread(target=produce, name="prefetch", daemon=True)
     worker.start()
     try:
         while True:

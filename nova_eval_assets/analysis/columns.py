@@ -51,6 +51,11 @@ def iter_batches(
     yield from storage.prefetched(storage.iter_parquet_batches(source, leaves, batch_size))
 
 
+def row_count(source: str | pa.Table) -> int:
+    """Rows of a table or Parquet file (from its footer)."""
+    return source.num_rows if isinstance(source, pa.Table) else storage.parquet_rows(source)
+
+
 def numbers(array: pa.Array, fill: float = np.nan) -> np.ndarray:
     return pc.fill_null(array.cast(pa.float64()), fill).to_numpy(zero_copy_only=False)
 

@@ -19,12 +19,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nova_eval_assets import storage
 from nova_eval_assets.analysis.columns import (
     FilledColumns,
     flags,
     iter_batches,
     metric_columns,
+    row_count,
     stats_matrix,
 )
 from nova_eval_assets.analysis.confidence import confidence_columns
@@ -122,7 +122,7 @@ def read_examples(
     :func:`compare_evaluations`)."""
     for_comparison = columns is not None
     columns = columns or ANALYSIS_COLUMNS
-    n = source.num_rows if isinstance(source, pa.Table) else storage.parquet_rows(source)
+    n = row_count(source)
     filled, metric_values, stats = FilledColumns(n), FilledColumns(n), FilledColumns(n)
     names: list[str] | None = None  # the first batch's columns: every batch has them
     start = 0

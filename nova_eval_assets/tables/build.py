@@ -35,6 +35,7 @@ from nova_eval_assets.analysis.columns import (
     FilledColumns,
     iter_batches,
     metric_columns,
+    row_count,
     stats_matrix,
 )
 from nova_eval_assets.engines.cpu_threads import available_cores
@@ -406,9 +407,7 @@ def stratum_metric_rows(
     names: dict[str, None] = {}  # every row's metrics, in first-seen order
     # the scored rows' metric values and BLEU statistics, filled in place (never per-batch
     # parts beside their concatenation); at most every row is scored
-    capacity = (
-        examples.num_rows if isinstance(examples, pa.Table) else storage.parquet_rows(examples)
-    )
+    capacity = row_count(examples)
     scored_values, scored_stats = FilledColumns(capacity), FilledColumns(capacity)
     sizes: list[int] = []  # scored rows per batch
     fields: dict[str, _FieldCodes] = {}
