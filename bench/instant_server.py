@@ -1,6 +1,7 @@
 """An OpenAI-compatible chat-completions server on 127.0.0.1 that answers at once.
 
-    python bench/instant_server.py [--port 0] [--model NAME]   prints its URL, serves until killed
+    python bench/instant_server.py [--port 0] [--model NAME] [--latency-ms 0]
+                                     prints its URL, serves until killed
 
     from bench.instant_server import start_server
     server = start_server()          # in its own process; server.url, server.stop()
@@ -163,8 +164,12 @@ class InstantServer:
         port: int = 0,
         host: str = HOST,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+        latency_s: float = 0.0,
     ) -> None:
         self.model = model
+        # every completion answered this long after it came, however many are in flight:
+        # a GPU server's decode time with room in its batch (0: at once)
+        self.latency_s = latency_s
         self.connections = 0  # TCP connections accepted
         self.requests = 0  # chat completions asked
         self.in_flight = 0  # chat completions asked and not yet answered
@@ -232,9 +237,19 @@ class InstantServer:
         messages = request.get("messages") or [{}]
         prompt = messages[-1].get("content")
         prompt = prompt if isinstance(prompt, str) else json.dumps(prompt)
-        choice = zlib.crc32(prompt.encode()) % len(ANSWERS)
         top = int(request.get("top_logprobs") or 0) if request.get("logprobs") else None
         max_tokens = int(request.get("max_tokens") or 1 << 16)
+        scripted = self.answer_for(prompt)
+        if scripted is not None:  # rendered for this request alone
+            tokens = min(len(answer_tokens(scripted)), max_tokens)
+            body = render_completion(model, scripted, top, max_tokens)
+            usage = (
+                f'"usage":{{"prompt_tokens":{len(prompt) // 4 + 1},'
+                f'"total_tokens":{len(prompt) // 4 + 1 + tokens},"completion_tokens":{tokens},'
+                '"prompt_tokens_details":null},"prompt_logprobs":null,"kv_transfer_params":null}'
+            )
+            return "200 OK", body + usage.encode()
+        choice = zlib.crc32(prompt.encode()) % len(ANSWERS)
         key = (model, choice, top, max_tokens)
         rendered = self._rendered.get(key)
         if rendered is None:
@@ -251,6 +266,11 @@ class InstantServer:
         )
         return "200 OK", rendered + usage.encode()
 
+    def answer_for(self, prompt: str) -> str | None:
+        """The answer to `prompt` in place of a support-ticket classification (None: one
+        of those). Subclasses script answers here (tests' benchmark runs)."""
+        return None
+
     def respond(
         self,
         request: dict[str, Any],
@@ -258,8 +278,12 @@ class InstantServer:
         drop: Callable[[], None],
     ) -> None:
         """Answer one chat completion: `reply(status line, body, extra header lines)` once,
-        now or later, or `drop()` the connection. This server replies at once."""
-        reply(*self.completion(request), "")
+        now or later, or `drop()` the connection. This server replies at once, or
+        `latency_s` later."""
+        if self.latency_s > 0:
+            self.loop.call_later(self.latency_s, reply, *self.completion(request), "")
+        else:
+            reply(*self.completion(request), "")
 
     def route(self, method: str, target: str) -> tuple[str, bytes] | None:
         """The answer to a request that is not a chat completion (None: it is one).
@@ -385,12 +409,16 @@ class RunningServer(NamedTuple):
 
 
 def start_server(
-    port: int = 0, model: str = SERVED_MODEL, timeout_s: float = 30.0
+    port: int = 0, model: str = SERVED_MODEL, timeout_s: float = 30.0, latency_s: float = 0.0
 ) -> RunningServer:
     """The server in a process of its own (this file run by this interpreter), answering
     once this returns."""
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--port", str(port), "--model", model],
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *("--port", str(port), "--model", model, "--latency-ms", str(latency_s * 1000)),
+        ],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
@@ -427,13 +455,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--model", default=SERVED_MODEL)
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="answer each completion this much later"
+    )
     args = parser.parse_args(argv)
     loop_factory = asyncio.new_event_loop
     with contextlib.suppress(ImportError):  # a faster loop where it is installed
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    server = InstantServer(model=args.model, port=args.port, loop_factory=loop_factory)
+    server = InstantServer(
+        model=args.model,
+        port=args.port,
+        loop_factory=loop_factory,
+        latency_s=args.latency_ms / 1000,
+    )
     print(server.url, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

@@ -1,10 +1,14 @@
 """Replicas side by side: `nova-eval run` with 2 replica processes vs 1, against one server.
 
     python bench/replicas.py [--rows N] [--concurrency C] [--repeats R] [--client-processes N]
+                             [--server-latency-ms MS]
 
 bench/instant_server.py runs in its own process on 127.0.0.1 and answers every chat
 completion at once (a short JSON classification with per-token log probabilities, as vLLM
-sends them), so the server is not the bottleneck as long as it has a core to itself. Each
+sends them), so the server is not the bottleneck as long as it has a core to itself; with
+``--server-latency-ms`` it answers each completion that much later however many are in
+flight (a GPU server's decode time with room in its batch), so that neither the server nor
+the client's cores are the bottleneck and what replicas add is their requests in flight. Each
 repeat runs the same gen_qa recipe (the support tickets repeated to N rows, ``engine:
 openai``, ``concurrency`` C per replica, ``top_logprobs: 5``) twice, in alternating order:
 with ``run.replicas: 1`` and with ``run.replicas: 2`` (both replicas at once, a process
@@ -154,13 +158,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="inference.client_processes of every replica (default: left to choose)",
     )
+    parser.add_argument(
+        "--server-latency-ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="the server answers each completion this much later (default: at once)",
+    )
     args = parser.parse_args(argv)
     print(
         f"{args.rows} rows, concurrency {args.concurrency} per replica, {os.cpu_count()} cores, "
         f"client processes {args.client_processes or 'left to choose'}, "
+        f"server latency {args.server_latency_ms:g} ms, "
         f"repeats {args.repeats}; load average {os.getloadavg()}"
     )
-    server = start_server()
+    server = start_server(latency_s=args.server_latency_ms / 1000)
     walls: dict[int, list[tuple[float, ...]]] = {1: [], 2: []}
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -441,8 +441,7 @@ class ScriptedInstantServer(InstantServer):
         retry_after: str = "1",
         drops: dict[str, int | None] | None = None,
     ) -> None:
-        super().__init__(model=model)
-        self.hold_s = hold_s
+        super().__init__(model=model, latency_s=hold_s)
         self.throttle, self.retry_after, self.throttled = throttle, retry_after, 0
         self.drops = dict(drops or {})
         self.dropped = 0
@@ -471,16 +470,28 @@ class ScriptedInstantServer(InstantServer):
             body = error_body(429, "RateLimitError", "rate limited")
             reply("429 Too Many Requests", body, f"retry-after: {self.retry_after}\r\n")
             return
-        status, body = self.completion(request)
-        if self.hold_s:
-            self.loop.call_later(self.hold_s, reply, status, body, "")
-        else:
-            reply(status, body, "")
+        super().respond(request, reply, drop)
 
     def answer_text(self, prompt: str) -> str:
         """What this server answers to `prompt`, computed from bench/instant_server.py's
         table, not by asking it."""
         return ANSWERS[zlib.crc32(prompt.encode()) % len(ANSWERS)]
+
+    def close(self) -> None:
+        self.stop()
+
+
+class AnsweringServer(InstantServer):
+    """bench/instant_server.py's server on a thread of the test process, answering each
+    chat completion with ``answers(prompt)`` (the whole text, as a model would write it)."""
+
+    def __init__(self, answers: Callable[[str], str], model: str = "instant") -> None:
+        super().__init__(model=model)
+        self.answers = answers
+        self.start()
+
+    def answer_for(self, prompt: str) -> str:
+        return self.answers(prompt)
 
     def close(self) -> None:
         self.stop()
