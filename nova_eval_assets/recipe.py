@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from nova_eval_assets.engines.constraints import (
     ResponseFormat,
@@ -34,8 +42,14 @@ from nova_eval_assets.recipe_yaml import (
     read_yaml,
     short_repr,
 )
+from nova_eval_assets.tasks.base import BenchmarkTask, TaskOptions
+from nova_eval_assets.tasks.registry import (
+    benchmark_task,
+    nova_pairing,
+    subtask_problem,
+    task_problem,
+)
 
-TASK_STRATEGIES = {"gen_qa": "gen_qa", "llm_judge": "judge", "mm_llm_judge": "judge"}
 #: The judge recipes' tasks: Nova's LLM judge, and its multimodal form (the judge sees each
 #: row's images with the prompt); both run the same judge (nova_eval_assets/judge/).
 JUDGE_TASKS = ("llm_judge", "mm_llm_judge")
@@ -131,23 +145,67 @@ class RunConfig(_Section):
 
 
 class EvaluationConfig(_Section):
-    task: Literal["gen_qa", "llm_judge", "mm_llm_judge"]
-    strategy: Literal["gen_qa", "judge"]
-    metric: Literal["all"] = "all"
+    # gen_qa, the judges, or a benchmark task (nova_eval_assets/tasks/), with Nova's pairing
+    task: str
+    strategy: str
+    metric: str = "all"
+    # Nova: "" or absent = every subtask; a name, or (extension) a list of names
+    subtask: str | list[str] | None = None
+    # extension: "nova" reproduces Nova's published prompts and extraction, defects included
+    compat: Literal["nova"] | None = None
 
     @property
     def is_judge(self) -> bool:
         """A judge recipe (llm_judge or mm_llm_judge)."""
         return is_judge_task(self.task)
 
-    @model_validator(mode="after")
-    def _task_matches_strategy(self) -> EvaluationConfig:
-        expected = TASK_STRATEGIES[self.task]
-        if self.strategy != expected:
+    @property
+    def benchmark(self) -> BenchmarkTask | None:
+        """The benchmark task (None: gen_qa or a judge)."""
+        return benchmark_task(self.task)
+
+    @property
+    def subtasks(self) -> list[str]:
+        """The subtasks asked for ([]: all of them)."""
+        if self.subtask is None:
+            return []
+        names = [self.subtask] if isinstance(self.subtask, str) else self.subtask
+        return [name.strip() for name in names if name.strip()]
+
+    @property
+    def task_options(self) -> TaskOptions:
+        return TaskOptions(compat_nova=self.compat == "nova")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        problem = task_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("strategy", "metric")
+    @classmethod
+    def _nova_pairing(cls, value: str, info: ValidationInfo) -> str:
+        task = info.data.get("task")
+        if task is None:  # the task itself is wrong: said there
+            return value
+        strategy, metric = nova_pairing(task)
+        expected = strategy if info.field_name == "strategy" else metric
+        if value != expected:
             raise ValueError(
-                f"strategy '{self.strategy}' does not go with task '{self.task}'; "
-                f"allowed pairs: {', '.join(f'{t}/{s}' for t, s in TASK_STRATEGIES.items())}"
+                f"task '{task}' goes with strategy '{strategy}' and metric '{metric}' "
+                f"(Nova's pairing), not {info.field_name} '{value}'"
             )
+        return value
+
+    @model_validator(mode="after")
+    def _subtasks_of_task(self) -> EvaluationConfig:
+        problem = subtask_problem(self.task, self.subtasks)
+        if problem:
+            raise ValueError(problem)
+        if self.compat is not None and self.benchmark is None:
+            raise ValueError("evaluation.compat goes with a benchmark task (mmlu, gpqa, ...)")
         return self
 
 
@@ -398,7 +456,13 @@ class ClassificationConfig(_Section):
 
 
 class DatasetConfig(_Section):
-    """Extension: how the dataset is validated."""
+    """Extension: how the dataset is validated, and where a benchmark's rows come from."""
+
+    # a benchmark's rows in its normalized format (.jsonl, .parquet or .csv; a path or
+    # s3:// URI; relative to the recipe's folder): in place of the hub or the package
+    path: str | None = Field(default=None, min_length=1)
+    # the hub revision (a commit) a benchmark's dataset is read at (default: the task's)
+    revision: str | None = Field(default=None, min_length=1)
 
     on_invalid: Literal["fail", "skip"] = "fail"
     metadata_format: Literal["json", "text"] = "json"
@@ -618,6 +682,29 @@ class Recipe(_Section):
         return [note] if note else []
 
     @model_validator(mode="after")
+    def _benchmark_source(self) -> Recipe:
+        benchmark = self.evaluation.benchmark
+        if benchmark is None:
+            if self.dataset.path is not None or self.dataset.revision is not None:
+                raise ValueError(
+                    "dataset.path and dataset.revision name a benchmark's rows; a "
+                    f"{self.evaluation.task} recipe reads run.data_s3_path"
+                )
+            return self
+        if self.run.data_s3_path:
+            raise ValueError(
+                f"run.data_s3_path stays '' for a benchmark ({benchmark.name}), as in Nova's "
+                "recipe; name a file of the task's rows with dataset.path"
+            )
+        wanted = benchmark.needs_top_logprobs
+        if wanted and self.inference.top_logprobs < wanted:
+            raise ValueError(
+                f"task '{benchmark.name}' scores the first token's log probabilities: set "
+                f"inference.top_logprobs to at least {wanted} (Nova's recipe: 5)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _judge_fits_task(self) -> Recipe:
         is_judge = self.evaluation.is_judge
         if self.judge is not None and not is_judge:
@@ -625,10 +712,10 @@ class Recipe(_Section):
                 "the judge section belongs to llm_judge and mm_llm_judge recipes (evaluation.task)"
             )
         joins = is_judge and self.judge is not None and self.judge.joins_recipes
-        if self.run.data_s3_path is None and not joins:
+        if self.run.data_s3_path is None and not joins and self.evaluation.benchmark is None:
             raise ValueError(
-                "run.data_s3_path is required (only a judge recipe that names "
-                "judge.baseline_recipe and judge.challenger_recipe goes without)"
+                "run.data_s3_path is required (only a benchmark, or a judge recipe that names "
+                "judge.baseline_recipe and judge.challenger_recipe, goes without)"
             )
         joined = {self.judge.baseline_recipe, self.judge.challenger_recipe} if joins else set()
         if self.run.name in joined:

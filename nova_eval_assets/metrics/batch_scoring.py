@@ -2,7 +2,8 @@
 processes.
 
 - :func:`builtin_metric_columns`: one batch (``gold``, ``prediction``, ``scored``) to its
-  ``metrics`` and ``bleu_stats`` columns.
+  ``metrics`` and ``bleu_stats`` columns: gen_qa's metrics, or those of the benchmark task
+  the batch's schema names (:func:`for_task`; a benchmark's rows have no BLEU statistics).
 - :class:`ScoringWorkers`: the same in ``n`` worker processes, batches in, columns out, in
   order. Each worker is ``python -m nova_eval_assets.metrics.batch_scoring``, a fresh
   interpreter that imports only the metrics (:mod:`nova_eval_assets.worker_process`).
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 
 from nova_eval_assets.metrics.gen_qa import bleu_sufficient_stats, example_metrics
+from nova_eval_assets.tasks.base import ScoreInput, TaskOptions
+from nova_eval_assets.tasks.registry import benchmark_task
 from nova_eval_assets.worker_process import (
     WorkerProcess,
     arrow_batch,
@@ -31,10 +34,25 @@ INPUT_SCHEMA = pa.schema(
 OUTPUT_SCHEMA = pa.schema([("metrics", METRICS_TYPE), ("bleu_stats", BLEU_STATS_TYPE)])
 
 
+#: schema metadata of a batch scored by a benchmark task: its name, and "nova" for compat
+TASK_KEY, COMPAT_KEY = b"nova_eval.task", b"nova_eval.compat"
+#: the first generated token's top log probabilities, for a task that reads them
+FIRST_TOP_COLUMN = "first_token_top"
+
+
+def for_task(batch: pa.RecordBatch, task: str, options: TaskOptions) -> pa.RecordBatch:
+    """``batch`` marked to be scored by the benchmark ``task`` (here or in a worker)."""
+    compat = b"nova" if options.compat_nova else b""
+    return batch.replace_schema_metadata({TASK_KEY: task.encode(), COMPAT_KEY: compat})
+
+
 def builtin_metric_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
     """``metrics`` (name -> value) and ``bleu_stats`` of each row of ``batch``, whose
     columns are ``gold``, ``prediction`` and ``scored``; an unscored row gets an empty map
     and null statistics."""
+    marked = batch.schema.metadata or {}
+    if marked.get(TASK_KEY):
+        return _task_metric_columns(batch, marked[TASK_KEY].decode(), marked.get(COMPAT_KEY))
     metrics: list[list[tuple[str, float]]] = []
     stats: list[list[float] | None] = []
     for gold, pred, scored in zip(
@@ -51,6 +69,39 @@ def builtin_metric_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
             stats.append(None)
     return pa.record_batch(
         [pa.array(metrics, METRICS_TYPE), pa.array(stats, BLEU_STATS_TYPE)],
+        schema=OUTPUT_SCHEMA,
+    )
+
+
+def _task_metric_columns(batch: pa.RecordBatch, name: str, compat: bytes | None) -> pa.RecordBatch:
+    task = benchmark_task(name)
+    if task is None:
+        raise ValueError(f"no benchmark task named {name!r}")
+    scored = batch.column("scored").to_pylist()
+    firsts = (
+        batch.column(FIRST_TOP_COLUMN).to_pylist()
+        if FIRST_TOP_COLUMN in batch.schema.names
+        else [None] * batch.num_rows
+    )
+    inputs = [
+        ScoreInput(
+            output=prediction or "",
+            target=gold,
+            first_token_logprobs=None if top is None else {t["token"]: t["logprob"] for t in top},
+        )
+        for prediction, gold, top, ok in zip(
+            batch.column("prediction").to_pylist(),
+            batch.column("gold").to_pylist(),
+            firsts,
+            scored,
+            strict=True,
+        )
+        if ok
+    ]
+    values = iter(task.score(inputs, TaskOptions(compat_nova=compat == b"nova")))
+    metrics = [list(next(values).items()) if ok else [] for ok in scored]
+    return pa.record_batch(
+        [pa.array(metrics, METRICS_TYPE), pa.nulls(batch.num_rows, BLEU_STATS_TYPE)],
         schema=OUTPUT_SCHEMA,
     )
 
@@ -81,11 +132,17 @@ class ScoringWorkers:
             worker = self.workers[sent % n]
             if len(pending) == n:  # this worker holds the oldest batch out
                 yield pending.popleft(), arrow_batch(worker.receive().payload)
-            worker.send("B", payload=arrow_payload(batch.select(INPUT_SCHEMA.names)))
+            worker.send("B", payload=arrow_payload(_scorer_input(batch)))
             pending.append(batch)
             sent += 1
         for k in range(sent - len(pending), sent):
             yield pending.popleft(), arrow_batch(self.workers[k % n].receive().payload)
+
+
+def _scorer_input(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The columns a scorer reads, with the batch's task mark."""
+    names = [*INPUT_SCHEMA.names, *([FIRST_TOP_COLUMN] * (FIRST_TOP_COLUMN in batch.schema.names))]
+    return batch.select(names).replace_schema_metadata(batch.schema.metadata)
 
 
 def _serve() -> None:

@@ -332,7 +332,11 @@ def details_table(batch: pa.RecordBatch | pa.Table, images: list[str]) -> pa.Tab
 
 
 def write_nova_export(
-    examples: str | pa.Table, results_dir: str, model: str, stamp: str
+    examples: str | pa.Table,
+    results_dir: str,
+    model: str,
+    stamp: str,
+    task_key: str = NOVA_TASK_KEY,
 ) -> dict[str, str]:
     """Write both files under ``results_dir`` from the examples (examples.parquet is read
     once, in record batches of :func:`storage.batch_rows` rows, and both files written batch
@@ -340,7 +344,7 @@ def write_nova_export(
     through safe_name, so no model name leads outside it."""
     inference_path = storage.join(results_dir, "inference_output.jsonl")
     details_path = storage.join(
-        results_dir, "details", safe_name(model), stamp, details_file_name(stamp)
+        results_dir, "details", safe_name(model), stamp, details_file_name(stamp, task_key)
     )
     images = image_fields(examples)
     columns = [*dict.fromkeys([*_INFERENCE_OUTPUT_COLUMNS, *_DETAILS_SOURCE_COLUMNS]), *images]

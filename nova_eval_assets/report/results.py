@@ -17,14 +17,26 @@ __all__ = [
 ]
 
 
-def results_document(metrics: dict[str, float], config_general: dict[str, Any]) -> dict[str, Any]:
-    """``{"config_general": ..., "results": {task: metrics, "all": metrics}}``; a NaN metric
-    (nothing was scored) is written as null."""
-    clean = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+def results_document(
+    metrics: dict[str, float],
+    config_general: dict[str, Any],
+    entries: dict[str, dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """``{"config_general": ..., "results": {task: metrics, "all": metrics}}``, or a
+    benchmark's ``entries`` (a key per subtask, the task's, ``all``: tasks/aggregate.py)
+    with ``metrics`` as ``all``; a NaN metric (nothing was scored) is written as null."""
+
+    def clean(values: dict[str, float]) -> dict[str, float | None]:
+        return {k: (v if math.isfinite(v) else None) for k, v in values.items()}
+
+    if entries is None:
+        entries = {NOVA_TASK_KEY: metrics}
+    results = {key: clean(values) for key, values in entries.items() if key != "all"}
+    results["all"] = clean(metrics)
     return {
         "config_general": config_general,
-        "results": {NOVA_TASK_KEY: clean, "all": dict(clean)},
-        "versions": {NOVA_TASK_KEY: 0},
+        "results": results,
+        "versions": dict.fromkeys((key for key in results if key != "all"), 0),
     }
 
 

@@ -4,6 +4,7 @@ the aggregates gathered from them (:class:`ReportTally`)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,14 +25,16 @@ from nova_eval_assets.metrics import (
 from nova_eval_assets.metrics.gather import MetricValues, StatsRows
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.report.coverage import CoverageTally, coverage_markdown
-from nova_eval_assets.report.nova_export import write_nova_export
+from nova_eval_assets.report.nova_export import NOVA_TASK_KEY, write_nova_export
 from nova_eval_assets.report.results import (
     classification_markdown,
     processor_markdown,
     results_document,
     summary_markdown,
 )
+from nova_eval_assets.stages.benchmark_samples import SUBTASK_KEY
 from nova_eval_assets.stages.schemas import METRICS_SCHEMA
+from nova_eval_assets.tasks.aggregate import TaskTally
 
 # ---------------------------------------------------------------- aggregated_report
 
@@ -194,6 +197,8 @@ class ReportTally:
         self.coverage = CoverageTally()
         self.clipped = ClippedRows(loaded.recipe.inference.generation_tokens)
         self.builtin = MetricValues(rows)
+        benchmark = loaded.recipe.evaluation.benchmark
+        self.benchmark = TaskTally(benchmark) if benchmark is not None else None
         self.rows = 0
         self.inference_errors = 0
         self.generated_tokens = 0
@@ -208,15 +213,29 @@ class ReportTally:
         self.coverage.add(batch)
         self.clipped.add(batch)
         scored = batch.filter(pc.fill_null(batch.column("scored"), False))
+        if self.benchmark is not None:
+            self.benchmark.add(
+                (subtask_of(m) for m in scored.column("metadata").to_pylist()),
+                (dict(pairs) for pairs in scored.column("metrics").to_pylist()),
+            )
+            return
         # custom metrics: processor.aggregation (byom.custom_aggregates)
         self.builtin.add(scored.column("metrics"), skip=self.extras.custom_names)
+
+
+def subtask_of(metadata: str | None) -> str | None:
+    """A benchmark row's subtask, from its metadata (stages/benchmark_samples.py)."""
+    return json.loads(metadata).get(SUBTASK_KEY) if metadata else None
 
 
 def scored_bleu_stats(loaded: LoadedRecipe) -> np.ndarray:
     """The BLEU statistics of the scored rows in row order, (rows, 10): what the joined
     examples hold, read from the replicas' metrics files alone (replicas are contiguous
     ranges of rows in replica order, each file in row order; :func:`collect_replicas`
-    checks both), so that the bootstrap need not wait for the join."""
+    checks both), so that the bootstrap need not wait for the join. A benchmark's rows
+    have none."""
+    if loaded.recipe.evaluation.benchmark is not None:
+        return StatsRows(0).matrix()
     stats = StatsRows(_metrics_rows(loaded))
     columns = ["scored", "bleu_stats"]
     for path in _metrics_paths(loaded):
@@ -293,11 +312,21 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
             processor = byom.processor_section(loaded, tally.extras)
             classification = byom.classification_section(loaded, tally.extras)
         stamp = timestamp()
+        benchmark = recipe.evaluation.benchmark
         paths = write_nova_export(
-            examples_path, layout.results_dir, recipe.run.model_name_or_path, stamp
+            examples_path,
+            layout.results_dir,
+            recipe.run.model_name_or_path,
+            stamp,
+            task_key=benchmark.result_key if benchmark is not None else NOVA_TASK_KEY,
         )
         bleu_stderr = bootstrap.result() if bootstrap is not None else None
-    metrics = {**aggregate_metrics(tally, stats, bleu_stderr), **custom}
+    if tally.benchmark is not None:
+        entries = tally.benchmark.results()
+        metrics = {**entries["all"], **custom}
+    else:
+        entries = None
+        metrics = {**aggregate_metrics(tally, stats, bleu_stderr), **custom}
     validation = storage.read_json(layout.validation_report)
     counts = {
         "examples": tally.rows,
@@ -315,6 +344,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         "model_type": recipe.run.model_type,
         "task": recipe.evaluation.task,
         "strategy": recipe.evaluation.strategy,
+        "metric": recipe.evaluation.metric,
         "dataset": {"path": validation["source"], "sha256": validation["dataset_sha256"]},
         "inference": recipe.inference.public_dump(),
         "timestamp": stamp,
@@ -329,11 +359,15 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     }
     if processor is not None:
         config_general["processor"] = processor
+    if tally.benchmark is not None:
+        config_general["subtasks"] = validation.get("subtasks")
+        config_general["subtask_rows"] = tally.benchmark.subtask_rows()
+        config_general["compat"] = recipe.evaluation.compat
     if recipe.notes:
         config_general["notes"] = recipe.notes
     warnings = tally.clipped.warnings()
     config_general["warnings"] = warnings
-    document = results_document(metrics, config_general)
+    document = results_document(metrics, config_general, entries)
     if classification is not None:
         document["classification"] = classification
     results_path = layout.result(f"results_{stamp}.json")

@@ -19,9 +19,14 @@ from nova_eval_assets import lineage, storage
 from nova_eval_assets.byom import pipeline as byom
 from nova_eval_assets.engines.cpu_threads import available_cores
 from nova_eval_assets.layout import EvalLayout
-from nova_eval_assets.metrics.batch_scoring import ScoringWorkers, builtin_metric_columns
+from nova_eval_assets.metrics.batch_scoring import (
+    FIRST_TOP_COLUMN,
+    ScoringWorkers,
+    builtin_metric_columns,
+    for_task,
+)
 from nova_eval_assets.recipe import LoadedRecipe
-from nova_eval_assets.stages.schemas import METRICS_SCHEMA
+from nova_eval_assets.stages.schemas import METRICS_SCHEMA, TOP_TOKEN
 
 #: below this many rows a replica is scored in this process: starting workers (a fresh
 #: interpreter each, a fraction of a second) would cost more than it saves
@@ -44,11 +49,13 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
     extras = byom.ReplicaExtras(loaded)
     rows = scored_rows = 0
     path = layout.metrics(replica, replicas)
+    benchmark = loaded.recipe.evaluation.benchmark
+    columns = _SCORED_COLUMNS
+    if benchmark is not None and benchmark.needs_top_logprobs:
+        columns = [*columns, "token_logprobs"]
     batches = (
-        _with_scored(batch)
-        for batch in storage.iter_parquet_batches(
-            source, _SCORED_COLUMNS, batch_size=storage.batch_rows()
-        )
+        _for_benchmark(_with_scored(batch), loaded)
+        for batch in storage.iter_parquet_batches(source, columns, batch_size=storage.batch_rows())
     )
     workers = scoring_workers(storage.parquet_rows(source))
     with storage.parquet_writer(path, schema) as writer:
@@ -95,6 +102,25 @@ def _with_scored(batch: pa.RecordBatch) -> pa.RecordBatch:
         pc.is_null(batch.column("error")), pc.is_null(batch.column("preprocess_error"))
     )
     return batch.append_column("scored", scored)
+
+
+def _for_benchmark(batch: pa.RecordBatch, loaded: LoadedRecipe) -> pa.RecordBatch:
+    """The batch marked for its benchmark's scorer (unchanged for gen_qa), with the first
+    generated token's top log probabilities where the task reads them."""
+    evaluation = loaded.recipe.evaluation
+    benchmark = evaluation.benchmark
+    if benchmark is None:
+        return batch
+    if "token_logprobs" in batch.schema.names:
+        first = _first_token_top(batch.column("token_logprobs"))
+        batch = batch.drop_columns(["token_logprobs"]).append_column(FIRST_TOP_COLUMN, first)
+    return for_task(batch, benchmark.name, evaluation.task_options)
+
+
+def _first_token_top(token_logprobs: pa.Array) -> pa.Array:
+    """Each row's first generated token's ``top`` list (null: no tokens or no logprobs)."""
+    tops = [None if not tokens else tokens[0]["top"] for tokens in token_logprobs.to_pylist()]
+    return pa.array(tops, pa.list_(TOP_TOKEN))
 
 
 def _score_batch(

@@ -8,6 +8,7 @@ from typing import Any
 
 from nova_eval_assets import lineage, storage
 from nova_eval_assets.dataset import (
+    GEN_QA,
     MAX_LISTED_PROBLEMS,
     SCHEMAS,
     DatasetError,
@@ -17,7 +18,9 @@ from nova_eval_assets.dataset import (
     validate_batches,
 )
 from nova_eval_assets.layout import EvalLayout
-from nova_eval_assets.recipe import LoadedRecipe
+from nova_eval_assets.recipe import LoadedRecipe, resolve_relative
+from nova_eval_assets.stages.benchmark_samples import SampleCounts, sample_batches
+from nova_eval_assets.tasks.sources import BenchmarkSource, SourceUnavailable, resolve_source
 
 
 def sha256_of(location: str) -> str:
@@ -41,20 +44,38 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
     """
     recipe = loaded.recipe
     layout = EvalLayout.for_recipe(loaded)
-    source = loaded.resolve_data_path()
-    schema = SCHEMAS[recipe.evaluation.task]
-    outcome = ValidationOutcome(source=source, problems_kept=MAX_LISTED_PROBLEMS)
-    content = lineage.ContentHasher(arrow_schema(schema))
-
-    def rejected_records() -> Iterator[dict[str, Any]]:
-        # write_jsonl pulls the rejected rows; each batch's valid rows are written meanwhile
-        for valid, rejected in validate_batches(
+    benchmark = recipe.evaluation.benchmark
+    counts = SampleCounts()
+    if benchmark is None:
+        source = loaded.resolve_data_path()
+        schema = SCHEMAS[recipe.evaluation.task]
+        outcome = ValidationOutcome(source=source, problems_kept=MAX_LISTED_PROBLEMS)
+        batches = validate_batches(
             outcome,
             schema,
             metadata_format=recipe.dataset.metadata_format,
             limit=recipe.run.limit,
             max_line_bytes=recipe.dataset.max_line_bytes,
-        ):
+        )
+        rows = None
+    else:
+        rows = benchmark_source(loaded)
+        source, schema = rows.description, GEN_QA
+        outcome = ValidationOutcome(source=source, problems_kept=MAX_LISTED_PROBLEMS)
+        batches = sample_batches(
+            outcome,
+            rows,
+            benchmark,
+            recipe.evaluation.subtasks,
+            recipe.evaluation.task_options,
+            counts,
+            limit=recipe.run.limit,
+        )
+    content = lineage.ContentHasher(arrow_schema(schema))
+
+    def rejected_records() -> Iterator[dict[str, Any]]:
+        # write_jsonl pulls the rejected rows; each batch's valid rows are written meanwhile
+        for valid, rejected in batches:
             if valid.num_rows:
                 writer.write_batch(valid)
                 content.update(valid)
@@ -74,10 +95,11 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
         # an older run's report and rows must not stand in for this dataset's
         for stale in (layout.validation_report, layout.validated, layout.rejected_rows):
             storage.delete(stale)
-        raise DatasetFileError(exc.location, exc.problem + dataset_path_hint(loaded)) from exc
+        hint = dataset_path_hint(loaded) if benchmark is None else ""
+        raise DatasetFileError(exc.location, exc.problem + hint) from exc
     summary: dict[str, Any] = {
         "source": source,
-        "dataset_sha256": sha256_of(source),
+        "dataset_sha256": sha256_of(source) if rows is None else rows.sha256(),
         "lines_read": outcome.lines_read,
         "valid_rows": 0 if strict_failure() else outcome.valid_rows,
         "rejected_rows": outcome.rejected_rows,
@@ -91,6 +113,10 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
         "rejected_path": layout.rejected_rows,
         "sha256": content.hexdigest(),  # of the valid rows: the asset's data version
     }
+    if benchmark is not None:
+        summary["task"] = benchmark.name
+        summary["subtasks"] = recipe.evaluation.subtasks or list(benchmark.subtasks)
+        summary["rows_of_other_subtasks"] = counts.other_subtasks
     storage.write_json(layout.validation_report, summary)
     if outcome.no_rows and recipe.dataset.on_invalid == "skip":
         raise DatasetError(outcome)  # "skip" keeps the valid rows, and there are none
@@ -99,6 +125,20 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
 
 class _RowsWithheld(Exception):
     """Raised inside the validated file's writer to discard it: no rows are handed on."""
+
+
+def benchmark_source(loaded: LoadedRecipe) -> BenchmarkSource:
+    """Where the recipe's benchmark reads its rows (dataset.path relative to the recipe)."""
+    recipe = loaded.recipe
+    benchmark = recipe.evaluation.benchmark
+    assert benchmark is not None
+    path = recipe.dataset.path
+    if path is not None:
+        path = resolve_relative(path, loaded.path.parent)
+    try:
+        return resolve_source(benchmark, path, recipe.dataset.revision, recipe.evaluation.subtasks)
+    except SourceUnavailable as exc:
+        raise DatasetFileError(path or benchmark.name, f"{exc}\n  recipe: {loaded.path}") from exc
 
 
 def dataset_path_hint(loaded: LoadedRecipe) -> str:

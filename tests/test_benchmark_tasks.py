@@ -1,0 +1,251 @@
+"""The task layer end to end: a benchmark recipe (mmlu) validates with Nova's pairing, reads
+its rows from dataset.path, runs through the openai engine against a local server that
+answers as a model would, and writes Nova's results (a key per subtask, the task's, and
+``all``), with scores worked out by hand below."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from nova_eval_assets import storage
+from nova_eval_assets.assets.materialize import run_evaluation
+from nova_eval_assets.layout import EvalLayout
+from nova_eval_assets.recipe import RecipeError, load_recipe
+from tests.openai_servers import AnsweringServer
+
+MODEL = "instant"
+
+# Our own questions in mmlu's normalized format, each with the answer the "model" gives.
+ROWS = [
+    # astronomy: right (B)
+    ({"question": "Which planet is called the red planet?", "subject": "astronomy",
+      "choices": ["Venus", "Mars", "Jupiter", "Saturn"], "answer": 1},
+     "Mars looks red.\nThe correct answer is (B)."),
+    # astronomy, gold A: Nova's rule reads the 'a' of "absolutely" (right by accident under
+    # compat: nova); ours finds no standalone letter (wrong)
+    ({"question": "How many moons has the Earth?", "subject": "astronomy",
+      "choices": ["1", "2", "0", "3"], "answer": "A"},
+     "The correct answer is absolutely B"),
+    # astronomy: wrong (D for C)
+    ({"question": "Which star is closest to the Earth?", "subject": "astronomy",
+      "choices": ["Sirius", "Vega", "The Sun", "Rigel"], "answer": 2},
+     "The correct answer is (D)."),
+    # virology: right (D)
+    ({"question": "Which of these is a virus?", "subject": "virology",
+      "choices": ["E. coli", "Yeast", "Mold", "Influenza"], "answer": 3},
+     "Influenza is caused by a virus. The correct answer is: D"),
+    # virology: no answer sentence (wrong)
+    ({"question": "What does a vaccine train?", "subject": "virology",
+      "choices": ["The immune system", "Muscles", "Bones", "Skin"], "answer": 0},
+     "I am not sure."),
+]  # fmt: skip
+BAD_LINES = [
+    json.dumps({"question": "Three choices?", "subject": "virology", "choices": ["a", "b", "c"],
+                "answer": 0}),
+    json.dumps({"question": "Which subject?", "subject": "cooking",
+                "choices": ["a", "b", "c", "d"], "answer": 0}),
+    "{not json",
+]  # fmt: skip
+
+
+def answer(prompt: str) -> str:
+    for row, text in ROWS:
+        if row["question"] in prompt:
+            return text
+    raise AssertionError(f"unexpected prompt {prompt[:80]!r}")
+
+
+@pytest.fixture(scope="module")
+def server():
+    started = AnsweringServer(answer, model=MODEL)
+    yield started
+    started.close()
+
+
+def write_recipe(tmp_path: Path, url: str, evaluation: dict, replicas: int = 1) -> Path:
+    data = tmp_path / "mmlu_rows.jsonl"
+    lines = [json.dumps(row) for row, _ in ROWS] + BAD_LINES
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    recipe = {
+        "run": {"name": "mmlu-tiny", "model_type": "hf", "model_name_or_path": MODEL,
+                "replicas": replicas, "data_s3_path": "", "output_s3_path": ""},
+        "evaluation": {"task": "mmlu", "strategy": "zs_cot", "metric": "accuracy",
+                       "subtask": "", **evaluation},
+        "inference": {"engine": "openai", "endpoint": url, "max_new_tokens": 64,
+                      "top_k": -1, "top_p": 1.0, "temperature": 0, "top_logprobs": 0},
+        "dataset": {"path": data.name, "on_invalid": "skip"},
+    }  # fmt: skip
+    path = tmp_path / "mmlu.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def run(tmp_path: Path, monkeypatch, url: str, evaluation: dict, replicas: int = 1) -> dict:
+    monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    loaded = load_recipe(write_recipe(tmp_path, url, evaluation, replicas))
+    outcome = run_evaluation(loaded, instance=dg.DagsterInstance.ephemeral(), show_progress=False)
+    assert outcome.report is not None
+    return {"loaded": loaded, "report": outcome.report,
+            "results": storage.read_json(outcome.report["paths"]["results"])}  # fmt: skip
+
+
+def stderr(values: list[float]) -> float:
+    n, mean = len(values), sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (n - 1) / n) ** 0.5
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_mmlu_scores_per_subtask_and_overall_as_worked_by_hand(
+    tmp_path, monkeypatch, server, replicas
+):
+    done = run(tmp_path, monkeypatch, server.url, {}, replicas)
+    results = done["results"]["results"]
+    astronomy = results["custom|mmlu_zs_cot:astronomy|0"]
+    virology = results["custom|mmlu_zs_cot:virology|0"]
+    whole = results["custom|mmlu_zs_cot|0"]
+    assert astronomy["accuracy"] == pytest.approx(1 / 3)
+    assert astronomy["accuracy_stderr"] == pytest.approx(stderr([1, 0, 0]))
+    assert virology["accuracy"] == pytest.approx(1 / 2)
+    assert virology["accuracy_stderr"] == pytest.approx(stderr([1, 0]))
+    assert whole["accuracy"] == pytest.approx(2 / 5)  # every row pooled
+    assert whole["accuracy_stderr"] == pytest.approx(stderr([1, 0, 0, 1, 0]))
+    # lighteval's `all`: the mean of the subtasks' values
+    assert results["all"]["accuracy"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert set(results) == {
+        "custom|mmlu_zs_cot:astronomy|0", "custom|mmlu_zs_cot:virology|0",
+        "custom|mmlu_zs_cot|0", "all",
+    }  # fmt: skip
+    general = done["results"]["config_general"]
+    assert (general["task"], general["strategy"], general["metric"]) == (
+        "mmlu", "zs_cot", "accuracy")  # fmt: skip
+    assert general["subtask_rows"] == {"astronomy": 3, "virology": 2}
+    assert general["num_rejected_rows"] == 3
+    # every input row is in the results or rejected with its line, field and reason
+    layout = EvalLayout.for_recipe(done["loaded"])
+    rejected = [json.loads(line) for line in Path(layout.rejected_rows).read_text().splitlines()]
+    assert [r["line"] for r in rejected] == [6, 7, 8]
+    assert "field 'choices'" in rejected[0]["reasons"][0]
+    assert "'cooking' is not a subtask of mmlu" in rejected[1]["reasons"][0]
+    assert "not valid JSON" in rejected[2]["reasons"][0]
+    # Nova's details file for the task, one row per example
+    details = pq.read_table(done["report"]["paths"]["details"])
+    assert done["report"]["paths"]["details"].endswith(".parquet")
+    assert "details_custom|mmlu_zs_cot|0_" in done["report"]["paths"]["details"]
+    assert details.num_rows == 5
+
+
+def test_compat_nova_reproduces_the_published_extraction(tmp_path, monkeypatch, server):
+    results = run(tmp_path, monkeypatch, server.url, {"compat": "nova"})["results"]["results"]
+    # "is absolutely B" reads as A (the gold): astronomy 2 of 3
+    assert results["custom|mmlu_zs_cot:astronomy|0"]["accuracy"] == pytest.approx(2 / 3)
+    assert results["custom|mmlu_zs_cot|0"]["accuracy"] == pytest.approx(3 / 5)
+    assert results["all"]["accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_a_subtask_filter_keeps_only_its_rows(tmp_path, monkeypatch, server):
+    done = run(tmp_path, monkeypatch, server.url, {"subtask": "virology"})
+    results = done["results"]["results"]
+    assert set(results) == {"custom|mmlu_zs_cot:virology|0", "custom|mmlu_zs_cot|0", "all"}
+    assert results["all"]["accuracy"] == pytest.approx(1 / 2)
+    assert done["results"]["config_general"]["subtask_rows"] == {"virology": 2}
+
+
+NOVA_TEXT_BENCHMARK = """\
+run:
+  name: nova-lite-v2-mmlu-eval-job
+  model_type: amazon.nova-2-lite-v1:0:256k
+  model_name_or_path: {model}
+  replicas: 1
+  data_s3_path: "" # unmodifiable
+  output_s3_path: ""
+  mlflow_tracking_uri: ""
+  mlflow_experiment_name : ""
+  mlflow_run_name : ""
+
+evaluation:
+  task: mmlu
+  strategy: zs_cot
+  metric: accuracy
+  subtask: "" # optional
+
+inference:
+  max_new_tokens: 32768
+  top_k: -1
+  top_p: 1.0
+  temperature: 0
+  top_logprobs: 0
+  reasoning_effort: null
+"""
+NOVA_PT_BENCHMARK = """\
+run:
+  name: nova-micro-v2-mmlu-eval-job
+  model_type: amazon.nova-2-micro-pt-v1:0:64k
+  model_name_or_path: {model}
+  replicas: 1
+  data_s3_path: "" # unmodifiable
+  output_s3_path: ""
+  mlflow_tracking_uri: ""
+  mlflow_experiment_name: ""
+  mlflow_run_name: ""
+
+evaluation:
+  task: mmlu_pt
+  strategy: zs_cot
+  metric: accuracy
+  subtask: "" # optional
+
+inference:
+  max_new_tokens: 1
+  top_k: -1
+  top_p: 1.0
+  temperature: 0.0
+  top_logprobs: 5
+"""
+
+
+@pytest.mark.parametrize("text", [NOVA_TEXT_BENCHMARK, NOVA_PT_BENCHMARK], ids=["text", "pt"])
+def test_novas_published_benchmark_recipes_validate_with_only_the_model_changed(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text.format(model="smollm2-135m-instruct"), encoding="utf-8")
+    loaded = load_recipe(path)
+    assert loaded.recipe.evaluation.benchmark is not None
+    assert loaded.recipe.evaluation.subtasks == []
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "message"),
+    [
+        ({"task": "mmlu", "strategy": "gen_qa", "metric": "accuracy"},
+         "task 'mmlu' goes with strategy 'zs_cot' and metric 'accuracy' (Nova's pairing), "
+         "not strategy 'gen_qa'"),
+        ({"task": "mmlu", "strategy": "zs_cot", "metric": "all"},
+         "evaluation.metric: task 'mmlu' goes with strategy 'zs_cot' and metric 'accuracy'"),
+        ({"task": "gen_qa", "strategy": "zs_cot", "metric": "accuracy"},
+         "task 'gen_qa' goes with strategy 'gen_qa' and metric 'all'"),
+        ({"task": "mmlux", "strategy": "zs_cot", "metric": "accuracy"},
+         "'mmlux' is not a task; allowed: 'gen_qa', 'llm_judge', 'mm_llm_judge', "),
+        ({"task": "mmlu", "strategy": "zs_cot", "metric": "accuracy", "subtask": "cooking"},
+         "'cooking' is not a subtask of 'mmlu'; allowed: abstract_algebra, anatomy,"),
+        ({"task": "mmlu_pt", "strategy": "zs_cot", "metric": "accuracy"},
+         "set inference.top_logprobs to at least 1"),
+    ],
+)  # fmt: skip
+def test_a_wrong_pairing_or_subtask_is_an_error_that_lists_the_allowed(
+    tmp_path, evaluation, message
+):
+    text = NOVA_TEXT_BENCHMARK.format(model="m").replace(
+        'evaluation:\n  task: mmlu\n  strategy: zs_cot\n  metric: accuracy\n  subtask: "" '
+        "# optional\n",
+        yaml.safe_dump({"evaluation": evaluation}),
+    )
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(RecipeError) as raised:
+        load_recipe(path)
+    assert message in str(raised.value)
