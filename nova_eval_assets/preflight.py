@@ -14,7 +14,10 @@ any AWS part            credentials resolve (boto3's chain); STS ``GetCallerIden
                         says whose they are (``aws.identity``). No credentials, or
                         invalid / expired ones, fail every AWS part with its own key
                         and skip that part's own check.
-run.data_s3_path        ``HeadObject`` on the dataset (a prefix: one key listed)
+run.data_s3_path        ``HeadObject`` on the dataset (a prefix: one key listed); a
+/ dataset.path          benchmark's ``dataset.path`` the same
+evaluation.task         a benchmark's hub dataset: in huggingface_hub's cache, else one
+                        metadata request to the hub (gated: the terms must be accepted)
 run.output_s3_path      a marker ``<root>/<run.name>/_nova_eval_preflight/<uuid>`` put and
                         deleted (the output root: the key, or $NOVA_EVAL_OUTPUT_ROOT)
 processor.lambda_arn    Lambda ``Invoke`` with ``InvocationType=DryRun`` (204: the
@@ -68,7 +71,8 @@ from nova_eval_assets.engines.openai import (
     base_url,
 )
 from nova_eval_assets.layout import OUTPUT_ROOT_ENV, output_root
-from nova_eval_assets.recipe import LoadedRecipe
+from nova_eval_assets.recipe import LoadedRecipe, resolve_relative
+from nova_eval_assets.tasks.sources import hub_problem
 
 #: (service, region) -> a boto3 client; the default makes real ones (module docstring)
 ClientFactory = Callable[[str, "str | None"], Any]
@@ -118,7 +122,19 @@ def _parts(loaded: LoadedRecipe) -> list[_Part]:
     run = recipe.run
     parts: list[_Part] = []
 
-    if run.data_s3_path is not None and not run.reads_training_channel:
+    benchmark = recipe.evaluation.benchmark
+    if benchmark is not None:
+        if recipe.dataset.path is not None:
+            data = resolve_relative(recipe.dataset.path, loaded.path.parent)
+            if data.startswith("s3://"):
+                parts.append(_Part("dataset.path", data, "s3_data"))
+        elif benchmark.hub is not None:
+            revision = recipe.dataset.revision or benchmark.hub.revision
+            resource = f"hf://datasets/{benchmark.hub.repo}@{revision}"
+            options = {"task": benchmark, "revision": revision,
+                       "subtasks": recipe.evaluation.subtasks}  # fmt: skip
+            parts.append(_Part("evaluation.task", resource, "hub_dataset", options=options))
+    elif run.data_s3_path is not None and not run.reads_training_channel:
         data = loaded.resolve_data_path()
         if data.startswith("s3://"):
             parts.append(_Part("run.data_s3_path", data, "s3_data"))
@@ -777,6 +793,14 @@ def _check_managed_server(part: _Part, aws: _Aws | None, timeout_s: float) -> Ch
     return _ok(part, "not checked (started by the replica)")
 
 
+def _check_hub_dataset(part: _Part, aws: _Aws | None, timeout_s: float) -> CheckResult:
+    options = part.options
+    problem = hub_problem(options["task"], options["revision"], options["subtasks"], timeout_s)
+    if problem is not None:
+        return _failer(part)(problem)
+    return _ok(part, f"{part.resource} is cached or reachable")
+
+
 _CHECKS: dict[str, Callable[[_Part, Any, float], CheckResult]] = {
     "s3_data": _check_s3_data,
     "s3_output": _check_s3_output,
@@ -785,6 +809,7 @@ _CHECKS: dict[str, Callable[[_Part, Any, float], CheckResult]] = {
     "mlflow": _check_mlflow,
     "openai": _check_openai,
     "managed_server": _check_managed_server,
+    "hub_dataset": _check_hub_dataset,
 }
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -138,6 +139,22 @@ def test_mmlu_scores_per_subtask_and_overall_as_worked_by_hand(
     assert done["report"]["paths"]["details"].endswith(".parquet")
     assert "details_custom|mmlu_zs_cot|0_" in done["report"]["paths"]["details"]
     assert details.num_rows == 5
+    # the typed tables: each example's subtask, and each subtask's accuracy as a stratum
+    tables = tmp_path / "outputs" / "tables"
+    examples = duckdb.sql(
+        f"select subtask, count(*) from read_parquet('{tables}/eval_examples/**/*.parquet') "
+        "group by 1 order by 1"
+    ).fetchall()
+    assert examples == [("astronomy", 3), ("virology", 2)]
+    strata = duckdb.sql(
+        f"select stratum, value, num_examples, source from read_parquet("
+        f"'{tables}/eval_metrics/**/*.parquet') where metric = 'accuracy' order by stratum"
+    ).fetchall()
+    assert strata == [
+        ("all", pytest.approx((1 / 3 + 1 / 2) / 2), 5, "mmlu"),
+        ("subtask=astronomy", pytest.approx(1 / 3), 3, "mmlu"),
+        ("subtask=virology", pytest.approx(1 / 2), 2, "mmlu"),
+    ]
 
 
 def test_compat_nova_reproduces_the_published_extraction(tmp_path, monkeypatch, server):
@@ -249,3 +266,48 @@ def test_a_wrong_pairing_or_subtask_is_an_error_that_lists_the_allowed(
     with pytest.raises(RecipeError) as raised:
         load_recipe(path)
     assert message in str(raised.value)
+
+
+def test_humaneval_runs_the_packaged_problems_and_keeps_why_one_failed(tmp_path, monkeypatch):
+    from nova_eval_assets.tasks.code_execution import load_humaneval_problems
+
+    problems = load_humaneval_problems()[:4]
+    bodies = {
+        # a whole function in a fenced block (passes), a bare body (passes), a wrong answer,
+        # and a program that leaves before its tests run
+        problems[0]["entry_point"]: "```python\n"
+        + problems[0]["prompt"]
+        + problems[0]["canonical_solution"]
+        + "```",
+        problems[1]["entry_point"]: problems[1]["canonical_solution"],
+        problems[2]["entry_point"]: "    return None\n",
+        problems[3]["entry_point"]: "    import sys\n    sys.exit(0)\n",
+    }
+
+    def solve(prompt: str) -> str:
+        return next(body for name, body in bodies.items() if f"def {name}(" in prompt)
+
+    server = AnsweringServer(solve, model=MODEL)
+    monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    recipe = {
+        "run": {"name": "humaneval-tiny", "model_name_or_path": MODEL, "data_s3_path": "",
+                "limit": 4},
+        "evaluation": {"task": "humaneval", "strategy": "zs", "metric": "pass@1"},
+        "inference": {"engine": "openai", "endpoint": server.url, "max_new_tokens": 512},
+    }  # fmt: skip
+    path = tmp_path / "humaneval.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    try:
+        outcome = run_evaluation(
+            load_recipe(path), instance=dg.DagsterInstance.ephemeral(), show_progress=False
+        )
+    finally:
+        server.close()
+    results = storage.read_json(outcome.report["paths"]["results"])["results"]
+    assert results["custom|humaneval_zs|0"]["pass@1"] == pytest.approx(0.5)
+    assert results["all"]["pass@1_stderr"] == pytest.approx(stderr([1, 1, 0, 0]))
+    examples = pq.read_table(outcome.report["paths"]["examples"]).to_pylist()
+    notes = [row["score_note"] for row in examples]
+    assert notes[:2] == [None, None]
+    assert notes[2].startswith("exit status 1: AssertionError")
+    assert notes[3].startswith("exit status 1: SystemExit: 0")

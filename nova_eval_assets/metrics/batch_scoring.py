@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 
 from nova_eval_assets.metrics.gen_qa import bleu_sufficient_stats, example_metrics
-from nova_eval_assets.tasks.base import ScoreInput, TaskOptions
+from nova_eval_assets.tasks.base import RowScore, ScoreInput, TaskOptions
 from nova_eval_assets.tasks.registry import benchmark_task
 from nova_eval_assets.worker_process import (
     WorkerProcess,
@@ -31,7 +31,9 @@ BLEU_STATS_TYPE = pa.list_(pa.float64())
 INPUT_SCHEMA = pa.schema(
     [("gold", pa.string()), ("prediction", pa.string()), ("scored", pa.bool_())]
 )
-OUTPUT_SCHEMA = pa.schema([("metrics", METRICS_TYPE), ("bleu_stats", BLEU_STATS_TYPE)])
+OUTPUT_SCHEMA = pa.schema(
+    [("metrics", METRICS_TYPE), ("bleu_stats", BLEU_STATS_TYPE), ("score_note", pa.string())]
+)
 
 
 #: schema metadata of a batch scored by a benchmark task: its name, and "nova" for compat
@@ -68,7 +70,11 @@ def builtin_metric_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
             metrics.append([])
             stats.append(None)
     return pa.record_batch(
-        [pa.array(metrics, METRICS_TYPE), pa.array(stats, BLEU_STATS_TYPE)],
+        [
+            pa.array(metrics, METRICS_TYPE),
+            pa.array(stats, BLEU_STATS_TYPE),
+            pa.nulls(batch.num_rows, pa.string()),
+        ],
         schema=OUTPUT_SCHEMA,
     )
 
@@ -99,9 +105,19 @@ def _task_metric_columns(batch: pa.RecordBatch, name: str, compat: bytes | None)
         if ok
     ]
     values = iter(task.score(inputs, TaskOptions(compat_nova=compat == b"nova")))
-    metrics = [list(next(values).items()) if ok else [] for ok in scored]
+    metrics: list[list[tuple[str, float]]] = []
+    notes: list[str | None] = []
+    for ok in scored:
+        row = next(values) if ok else RowScore({})
+        row = row if isinstance(row, RowScore) else RowScore(row)
+        metrics.append(list(row.metrics.items()))
+        notes.append(row.note)
     return pa.record_batch(
-        [pa.array(metrics, METRICS_TYPE), pa.nulls(batch.num_rows, BLEU_STATS_TYPE)],
+        [
+            pa.array(metrics, METRICS_TYPE),
+            pa.nulls(batch.num_rows, BLEU_STATS_TYPE),
+            pa.array(notes, pa.string()),
+        ],
         schema=OUTPUT_SCHEMA,
     )
 

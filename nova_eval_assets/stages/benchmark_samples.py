@@ -12,11 +12,8 @@ import pyarrow as pa
 
 from nova_eval_assets import storage
 from nova_eval_assets.dataset import GEN_QA, Problem, RejectedRow, ValidationOutcome, arrow_schema
-from nova_eval_assets.tasks.base import BenchmarkTask, FieldProblem, TaskOptions
+from nova_eval_assets.tasks.base import SUBTASK_FIELD, BenchmarkTask, FieldProblem, TaskOptions
 from nova_eval_assets.tasks.sources import BenchmarkSource, SourceRow, row_text
-
-#: the metadata key that holds a row's subtask (the analysis stratifies by it)
-SUBTASK_KEY = "subtask"
 
 
 class SampleCounts:
@@ -72,7 +69,7 @@ def sample_batches(
                 sample = task.sample(row.fields, row.subtask, options)
                 if task.subtasks and sample.subtask not in task.subtasks:
                     raise FieldProblem(
-                        task.subtask_field or SUBTASK_KEY,
+                        task.subtask_field or SUBTASK_FIELD,
                         f"{sample.subtask!r} is not a subtask of {task.name}",
                     )
             except FieldProblem as problem:
@@ -85,7 +82,7 @@ def sample_batches(
                 outcome.lines_read += 1
                 metadata = dict(sample.metadata)
                 if sample.subtask is not None:
-                    metadata[SUBTASK_KEY] = sample.subtask
+                    metadata[SUBTASK_FIELD] = sample.subtask
                 pending["row_index"].append(outcome.valid_rows)
                 pending["line"].append(row.line)
                 pending["query"].append(sample.prompt)

@@ -32,9 +32,9 @@ from nova_eval_assets.report.results import (
     results_document,
     summary_markdown,
 )
-from nova_eval_assets.stages.benchmark_samples import SUBTASK_KEY
 from nova_eval_assets.stages.schemas import METRICS_SCHEMA
 from nova_eval_assets.tasks.aggregate import TaskTally
+from nova_eval_assets.tasks.base import SUBTASK_FIELD
 
 # ---------------------------------------------------------------- aggregated_report
 
@@ -225,7 +225,7 @@ class ReportTally:
 
 def subtask_of(metadata: str | None) -> str | None:
     """A benchmark row's subtask, from its metadata (stages/benchmark_samples.py)."""
-    return json.loads(metadata).get(SUBTASK_KEY) if metadata else None
+    return json.loads(metadata).get(SUBTASK_FIELD) if metadata else None
 
 
 def scored_bleu_stats(loaded: LoadedRecipe) -> np.ndarray:

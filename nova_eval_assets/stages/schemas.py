@@ -67,5 +67,7 @@ METRICS_SCHEMA = pa.schema(
         pa.field("predicted_label", pa.string()),
         pa.field("label_valid", pa.bool_()),
         pa.field("label_problem", pa.string()),
+        # a benchmark's scorer: why a row scored as it did (humaneval: how the tests failed)
+        pa.field("score_note", pa.string()),
     ]
 )

@@ -142,6 +142,7 @@ def _score_batch(
             "scored": batch.column("scored"),
             "metrics": metrics,
             "bleu_stats": builtin.column("bleu_stats"),
+            "score_note": builtin.column("score_note"),
             **columns,
         },
         schema=METRICS_SCHEMA,

@@ -122,7 +122,8 @@ def write_evaluation_tables(
         aggregation = _custom_aggregation(loaded)
         rows = build.overall_metric_rows(results, aggregation)
         if examples_path and storage.exists(examples_path):
-            rows += build.stratum_metric_rows(examples_path, aggregation)
+            benchmark = loaded.recipe.evaluation.benchmark is not None
+            rows += build.stratum_metric_rows(examples_path, aggregation, skip_subtask=benchmark)
         written["eval_metrics"] = write_run(
             root, "eval_metrics", run.partition, [build.metrics_table(run, rows)]
         )

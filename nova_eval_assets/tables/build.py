@@ -50,6 +50,8 @@ from nova_eval_assets.tables.schemas import (
     TIMESTAMP,
 )
 from nova_eval_assets.tables.writer import RunPartition
+from nova_eval_assets.tasks.base import SUBTASK_FIELD
+from nova_eval_assets.tasks.registry import benchmark_task
 
 MAX_STRATUM_VALUES = 50
 # at most this many strata bootstrap at once, each with its chunk and its examples' rows
@@ -235,7 +237,8 @@ def to_eval_examples(batch: pa.RecordBatch | pa.Table, run: RunInfo) -> pa.Table
         **run.columns(n),
         "example_id": _example_ids(column, image_count),
         "image_count": image_count,
-        "metadata_map": metadata_maps(column("metadata")),
+        "metadata_map": (maps := metadata_maps(column("metadata"))),
+        SUBTASK_FIELD: pc.map_lookup(maps, SUBTASK_FIELD, "first"),
         "mean_logprob": mean_logprobs(column("token_logprobs")),
     }
     arrays = [derived[f.name] if f.name in derived else column(f.name) for f in EVAL_EXAMPLES]
@@ -277,6 +280,9 @@ def flatten_numbers(section: Mapping[str, Any], prefix: str = "") -> dict[str, f
 
 def metric_kind(name: str, task: str | None, custom_aggregation: str) -> tuple[str, str]:
     """(aggregation, source) of a metric in the results JSON."""
+    benchmark = benchmark_task(task) if task else None
+    if benchmark is not None and name in benchmark.metric_names:
+        return "mean", benchmark.name
     if task in ("llm_judge", "mm_llm_judge") or name in JUDGE_AGGREGATIONS:
         return JUDGE_AGGREGATIONS.get(name, "mean"), "judge"
     if name == "bleu":
@@ -290,10 +296,35 @@ def metric_kind(name: str, task: str | None, custom_aggregation: str) -> tuple[s
 def overall_metric_rows(
     results: Mapping[str, Any], custom_aggregation: str = "average"
 ) -> list[dict[str, Any]]:
+    """The results JSON's ``all`` metrics and, for a benchmark, each subtask's (stratum
+    ``subtask=<name>``: the results' own per-subtask values)."""
     config = results.get("config_general") or {}
-    section = (results.get("results") or {}).get("all") or {}
-    numbers = flatten_numbers(section)
+    sections = results.get("results") or {}
     n = config.get("num_scored", config.get("num_prompts", config.get("num_examples")))
+    rows = _section_rows(sections.get("all") or {}, config, custom_aggregation, n, None)
+    subtask_rows = config.get("subtask_rows") or {}
+    for key, section in sections.items():
+        subtask = subtask_of_key(key)
+        if subtask is not None:
+            count = subtask_rows.get(subtask)
+            rows += _section_rows(section, config, custom_aggregation, count, subtask)
+    return rows
+
+
+def subtask_of_key(key: str) -> str | None:
+    """The subtask of a results key ``custom|<task>_<strategy>:<subtask>|0`` (else None)."""
+    name = key.split("|")[1] if key.count("|") == 2 else ""
+    return name.split(":", 1)[1] if ":" in name else None
+
+
+def _section_rows(
+    section: Mapping[str, Any],
+    config: Mapping[str, Any],
+    custom_aggregation: str,
+    n: int | None,
+    subtask: str | None,
+) -> list[dict[str, Any]]:
+    numbers = flatten_numbers(section)
     rows = []
     for name, value in numbers.items():
         if name.endswith("_stderr"):
@@ -305,9 +336,9 @@ def overall_metric_rows(
                 "value": value,
                 "stderr": numbers.get(f"{name}_stderr"),
                 "aggregation": aggregation,
-                "stratum": "all",
-                "stratum_field": None,
-                "stratum_value": None,
+                "stratum": "all" if subtask is None else f"{SUBTASK_FIELD}={subtask}",
+                "stratum_field": None if subtask is None else SUBTASK_FIELD,
+                "stratum_value": subtask,
                 "num_examples": n,
                 "source": source,
             }
@@ -393,6 +424,7 @@ def stratum_metric_rows(
     examples: str | pa.Table,
     custom_aggregation: str = "average",
     max_values: int = MAX_STRATUM_VALUES,
+    skip_subtask: bool = False,
 ) -> list[dict[str, Any]]:
     """Every metric by every metadata field with 2..``max_values`` distinct values.
 
@@ -445,6 +477,8 @@ def stratum_metric_rows(
         field = fields[field_name]
         if field.too_many or not 2 <= len(field.values) <= max_values:
             continue
+        if field_name == SUBTASK_FIELD and skip_subtask:
+            continue  # a benchmark's results hold its subtasks' values (overall_metric_rows)
         codes = field.codes(sizes)
         for value in sorted(field.values):
             mask = codes == field.values[value]

@@ -47,7 +47,7 @@ RUN_COLUMNS = [
     _f(RUN_ID, pa.string(), "evaluation run; also the run_id=<id> folder", nullable=False),
     _f("run_timestamp", TIMESTAMP, "when the run's results were written (UTC)"),
     _f("model_name", pa.string(), "run.model_name_or_path of the recipe"),
-    _f("task", pa.string(), "evaluation.task (gen_qa, llm_judge)"),
+    _f("task", pa.string(), "evaluation.task (gen_qa, llm_judge, mmlu, ...)"),
     _f("dataset_sha256", pa.string(), "sha256 of the dataset file"),
 ]
 
@@ -99,6 +99,8 @@ EVAL_EXAMPLES = pa.schema(
             pa.list_(pa.string()),
             "sha256 (hex) of each decoded image shown with the prompt, in order",
         ),
+        _f("subtask", pa.string(), "a benchmark's subtask of the row (mmlu's subject, ...)"),
+        _f("score_note", pa.string(), "a benchmark scorer's note on the row (humaneval: why)"),
     ]
 )
 

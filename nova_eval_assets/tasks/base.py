@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+#: the metadata key (and table column) that holds a benchmark row's subtask
+SUBTASK_FIELD = "subtask"
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -57,6 +60,14 @@ class ScoreInput:
 
 
 @dataclass(frozen=True)
+class RowScore:
+    """A row's metrics and, where the scorer has one, why it scored so (kept per row)."""
+
+    metrics: dict[str, float]
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class HubSource:
     """A dataset on the Hugging Face hub, read at run time as files of the repository (the
     hub's own layout: Parquet, JSONL or CSV), never shipped. ``files`` is a glob inside
@@ -90,8 +101,8 @@ class BenchmarkTask:
     fields: tuple[str, ...]
     #: a source row (its fields) to a sample; raises FieldProblem for a bad row
     sample: Callable[[Mapping[str, Any], str | None, TaskOptions], Sample]
-    #: the per-row metrics ({name: value}) of a batch of generated rows, in order
-    score: Callable[[Sequence[ScoreInput], TaskOptions], list[dict[str, float]]]
+    #: the per-row metrics ({name: value}, or a RowScore) of a batch of generated rows
+    score: Callable[[Sequence[ScoreInput], TaskOptions], Sequence[dict[str, float] | RowScore]]
     #: the metric reported first, under Nova's metric name
     headline: str
     #: metric name -> the per-row weight it is pooled by (None: a plain mean over rows);

@@ -95,6 +95,42 @@ def resolve_source(
     raise SourceUnavailable(f"task {task.name} has no source: set dataset.path")
 
 
+def hub_problem(
+    task: BenchmarkTask, revision: str | None, subtasks: list[str], timeout_s: float
+) -> str | None:
+    """Why ``task``'s hub dataset cannot be read (None: it is in the cache, or the hub
+    answers for it), without downloading it: the cache first, then one metadata request."""
+    hub = task.hub
+    if hub is None:
+        return None
+    revision = revision or hub.revision
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        snapshot_download(hub.repo, repo_type="dataset", revision=revision, local_files_only=True)
+        return None
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        pass
+    fix = (
+        "allow this machine to reach huggingface.co once (the files are cached), or set "
+        f"dataset.path to a copy of the rows in {task.name}'s normalized format"
+    )
+    where = f"the {task.name} dataset {hub.repo} (revision {revision})"
+    if constants.HF_HUB_OFFLINE:
+        return f"{where} is not in the hub cache and HF_HUB_OFFLINE is set; {fix}"
+    try:
+        HfApi().dataset_info(hub.repo, revision=revision, timeout=timeout_s)
+    except GatedRepoError:
+        return (
+            f"{where} is gated: accept its terms on huggingface.co and set HF_TOKEN, or set "
+            "dataset.path to your copy"
+        )
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        return f"{where} cannot be reached ({type(exc).__name__}: {exc}); {fix}"
+    return None
+
+
 def _hub_source(
     task: BenchmarkTask, hub: HubSource, revision: str, subtasks: list[str]
 ) -> BenchmarkSource:
