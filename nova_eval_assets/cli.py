@@ -12,8 +12,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nova_eval_assets.layout import project_root
+
+if TYPE_CHECKING:
+    from nova_eval_assets.dataset import ValidationOutcome
+    from nova_eval_assets.recipe import LoadedRecipe
 
 DAGSTER_YAML = """\
 # The project's Dagster instance: runs started from the CLI appear in `make ui`.
@@ -48,13 +53,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check a recipe, its dataset and the recipe against its model, and report every
     problem at once: the dataset's first, then the recipe's, one line each
     (`VALIDATE_EXIT_CODES`)."""
-    from nova_eval_assets.dataset import (
-        MAX_LISTED_PROBLEMS,
-        SCHEMAS,
-        DatasetFileError,
-        ValidationOutcome,
-        validate_batches,
-    )
+    from nova_eval_assets.dataset import DatasetFileError
     from nova_eval_assets.recipe import RecipeError, load_recipe
 
     try:
@@ -69,17 +68,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return 2
         return code
     outcome = dataset_problem = None
+    benchmark = recipe.evaluation.benchmark
     try:
-        # one streaming pass: counts and the first problems, no rows held
-        read = ValidationOutcome(loaded.resolve_data_path(), problems_kept=MAX_LISTED_PROBLEMS)
-        for _ in validate_batches(
-            read,
-            SCHEMAS[recipe.evaluation.task],
-            metadata_format=recipe.dataset.metadata_format,
-            max_line_bytes=recipe.dataset.max_line_bytes,
-        ):
-            pass
-        outcome = read
+        outcome = _read_dataset(loaded)
     except (RecipeError, DatasetFileError) as exc:
         dataset_problem = str(exc)
     problems, warnings = _model_checks(
@@ -87,6 +78,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     if not problems and not dataset_problem:
         print(f"{loaded.path}: recipe '{loaded.name}' is valid")
+    if benchmark is not None:
+        print(benchmark_summary(loaded))
     if outcome is not None:
         print(outcome.report())
     sys.stdout.flush()  # the dataset's lines come first also when both streams are one pipe
@@ -97,12 +90,83 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 2
     if problems or dataset_problem:
         return 2
-    if outcome.ok:
+    if outcome is None or outcome.ok:  # None: a benchmark's hub or package rows
         return 0
     if recipe.dataset.on_invalid == "skip" and not outcome.no_rows:
         print("dataset.on_invalid is 'skip': these rows would be written to rejected_rows.jsonl")
         return 0
     return 1  # under "skip" too when no valid row is left: there is nothing to evaluate
+
+
+def _read_dataset(loaded: LoadedRecipe) -> ValidationOutcome | None:
+    """The dataset read once, streaming (counts and the first problems, no rows held); None
+    for a benchmark whose rows come from the hub or a package at run time."""
+    from nova_eval_assets.dataset import (
+        MAX_LISTED_PROBLEMS,
+        SCHEMAS,
+        ValidationOutcome,
+        validate_batches,
+    )
+    from nova_eval_assets.stages.benchmark_samples import SampleCounts, sample_batches
+    from nova_eval_assets.stages.validation import benchmark_source
+
+    recipe = loaded.recipe
+    benchmark = recipe.evaluation.benchmark
+    if benchmark is None:
+        read = ValidationOutcome(loaded.resolve_data_path(), problems_kept=MAX_LISTED_PROBLEMS)
+        batches = validate_batches(
+            read,
+            SCHEMAS[recipe.evaluation.task],
+            metadata_format=recipe.dataset.metadata_format,
+            max_line_bytes=recipe.dataset.max_line_bytes,
+        )
+    elif recipe.dataset.path is None:
+        return None
+    else:
+        source = benchmark_source(loaded)
+        read = ValidationOutcome(source.description, problems_kept=MAX_LISTED_PROBLEMS)
+        batches = sample_batches(
+            read,
+            source,
+            benchmark,
+            recipe.evaluation.subtasks,
+            recipe.evaluation.task_options,
+            SampleCounts(),
+        )
+    for _ in batches:
+        pass
+    return read
+
+
+def benchmark_summary(loaded: LoadedRecipe) -> str:
+    """What a benchmark recipe runs: the task, its subtasks, where its rows come from, and
+    where our behaviour is our own or differs from Nova's."""
+    recipe = loaded.recipe
+    task = recipe.evaluation.benchmark
+    assert task is not None
+    subtasks = recipe.evaluation.subtasks or list(task.subtasks)
+    lines = [f"task {task.name} ({task.description}); results under {task.result_key}"]
+    if subtasks:
+        lines.append(f"subtasks ({len(subtasks)}): {', '.join(subtasks)}")
+    if recipe.dataset.path is not None:
+        lines.append(f"rows: dataset.path {recipe.dataset.path}")
+    elif task.hub is not None:
+        revision = recipe.dataset.revision or task.hub.revision
+        lines.append(
+            f"rows: hf://datasets/{task.hub.repo}@{revision}, read at run time "
+            "(`nova-eval validate --preflight` checks it can be)"
+        )
+    else:
+        lines.append(f"rows: the {task.name} problems of an installed package")
+    if task.redistribution:
+        lines.append(f"never shipped: {task.redistribution}")
+    mode = (
+        "Nova's published behaviour (evaluation.compat: nova)"
+        if recipe.evaluation.compat
+        else ("our default")
+    )
+    lines += [f"note ({mode}): {note}" for note in task.notes]
+    return "\n".join(lines)
 
 
 def _model_checks(loaded, rows_with_images) -> tuple[list[str], list[str]]:

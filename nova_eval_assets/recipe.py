@@ -507,11 +507,13 @@ class AnalysisConfig(_Section):
     # `correctness_metric` decides what is correct
     label_field: str | None = Field(default=None, min_length=1, max_length=128)
     json_mode: Literal["strict", "embedded"] | None = None  # unset: classification's, else strict
-    # auto: label_confidence where the examples have it (constrained decoding), else
-    # first_token
+    # auto: a benchmark's answer confidence (the chosen letter's probability among the
+    # letters) where the examples have it, else label_confidence where they have it
+    # (constrained decoding), else first_token
     confidence: Literal[
-        "auto", "first_token", "label", "label_confidence", "mean_token", "min_token"
+        "auto", "answer", "first_token", "label", "label_confidence", "mean_token", "min_token"
     ] = "auto"
+    # left out: em, or a benchmark's own metric (accuracy, exact_match, pass@1)
     correctness_metric: str = Field(default="em", min_length=1)
     quality_threshold: float = Field(default=0.5, ge=0.0)
     low_confidence_threshold: float = Field(default=0.5, ge=0.0, le=1.0)

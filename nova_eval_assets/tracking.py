@@ -271,7 +271,7 @@ def latest_report(loaded: LoadedRecipe) -> dict[str, Any]:
 def analysis_report(loaded: LoadedRecipe) -> str | None:
     """The HTML analysis report of a gen_qa evaluation, when analysis is on and it exists."""
     recipe = loaded.recipe
-    if recipe.evaluation.task != "gen_qa" or not recipe.analysis.enabled:
+    if recipe.evaluation.is_judge or not recipe.analysis.enabled:
         return None
     location = EvalLayout.for_recipe(loaded).analysis("report.html")
     return location if storage.exists(location) else None

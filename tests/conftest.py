@@ -59,3 +59,18 @@ def make_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...
         return load_recipe(path)
 
     return make
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face hub cache, read offline (no network): what a machine that has
+    never reached the hub sees. huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE once,
+    at import, so its constants are set as well as the environment."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    for name, value in (("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", True)):
+        monkeypatch.setenv(name, "1" if value is True else value)
+        monkeypatch.setattr(constants, name, value)
+    return cache

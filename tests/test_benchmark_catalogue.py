@@ -47,6 +47,7 @@ def evaluate(tmp_path: Path, monkeypatch, answers, evaluation: dict, dataset: di
         )
     finally:
         server.close()
+    assert outcome.report is not None, outcome.message
     return storage.read_json(outcome.report["paths"]["results"])["results"]
 
 
@@ -140,17 +141,14 @@ def hub_cache(root: Path, repo: str, files: dict[str, pa.Table], commit: str = "
 
 
 @pytest.mark.parametrize(("compat", "expected_dates"), [(None, 1.0), ("nova", 0.0)])
-def test_bbh_from_the_hub_cache(tmp_path, monkeypatch, compat, expected_dates):
-    cache = tmp_path / "hub"
-    hub_cache(cache, "lukaemon/bbh", {
+def test_bbh_from_the_hub_cache(tmp_path, monkeypatch, offline_hub, compat, expected_dates):
+    hub_cache(offline_hub, "lukaemon/bbh", {
         "navigate/test-00000-of-00001.parquet": pa.table(
             {"input": ["B-nav-1: turn left twice?", "B-nav-2: walk on?"],
              "target": ["Yes", "No"]}),
         "date_understanding/test-00000-of-00001.parquet": pa.table(
             {"input": ["B-date-1: which date?"], "target": ["(A)"]}),
     })  # fmt: skip
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     answers = {
         "B-nav-1": "Left twice faces back. The correct answer is Yes.",  # right
         "B-nav-2": "The correct answer is Yes.",  # wrong
@@ -169,13 +167,8 @@ def test_bbh_from_the_hub_cache(tmp_path, monkeypatch, compat, expected_dates):
 
 
 def test_a_hub_dataset_out_of_reach_fails_preflight_naming_the_dataset_and_the_fix(
-    tmp_path, monkeypatch
+    tmp_path, offline_hub
 ):
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     recipe = {
         "run": {"name": "mmlu-unreachable", "model_name_or_path": "m", "data_s3_path": ""},
         "evaluation": {"task": "mmlu", "strategy": "zs_cot", "metric": "accuracy"},

@@ -6,16 +6,19 @@ answers as a model would, and writes Nova's results (a key per subtask, the task
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from nova_eval_assets import storage
 from nova_eval_assets.assets.materialize import run_evaluation
+from nova_eval_assets.cli import main as cli_main
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import RecipeError, load_recipe
 from tests.openai_servers import AnsweringServer
@@ -173,66 +176,70 @@ def test_a_subtask_filter_keeps_only_its_rows(tmp_path, monkeypatch, server):
     assert done["results"]["config_general"]["subtask_rows"] == {"virology": 2}
 
 
-NOVA_TEXT_BENCHMARK = """\
-run:
-  name: nova-lite-v2-mmlu-eval-job
-  model_type: amazon.nova-2-lite-v1:0:256k
-  model_name_or_path: {model}
-  replicas: 1
-  data_s3_path: "" # unmodifiable
-  output_s3_path: ""
-  mlflow_tracking_uri: ""
-  mlflow_experiment_name : ""
-  mlflow_run_name : ""
-
-evaluation:
-  task: mmlu
-  strategy: zs_cot
-  metric: accuracy
-  subtask: "" # optional
-
-inference:
-  max_new_tokens: 32768
-  top_k: -1
-  top_p: 1.0
-  temperature: 0
-  top_logprobs: 0
-  reasoning_effort: null
-"""
-NOVA_PT_BENCHMARK = """\
-run:
-  name: nova-micro-v2-mmlu-eval-job
-  model_type: amazon.nova-2-micro-pt-v1:0:64k
-  model_name_or_path: {model}
-  replicas: 1
-  data_s3_path: "" # unmodifiable
-  output_s3_path: ""
-  mlflow_tracking_uri: ""
-  mlflow_experiment_name: ""
-  mlflow_run_name: ""
-
-evaluation:
-  task: mmlu_pt
-  strategy: zs_cot
-  metric: accuracy
-  subtask: "" # optional
-
-inference:
-  max_new_tokens: 1
-  top_k: -1
-  top_p: 1.0
-  temperature: 0.0
-  top_logprobs: 5
-"""
+NOVA = Path(__file__).resolve().parent / "recipes" / "nova"
+NOVA_TEXT_BENCHMARK = NOVA / "nova_lite_2_0_p5_48xl_gpu_general_text_benchmark_eval.yaml"
+NOVA_PT_BENCHMARK = NOVA / "nova_micro_2_0_p5_48xl_gpu_general_pt_benchmark_eval.yaml"
+#: our own questions in the hub's layout of cais/mmlu (all/test-*.parquet)
+HUB_ROWS = pa.table({
+    "question": ["Which organ pumps blood?", "Which bone is in the thigh?",
+                 "Which gas do plants take in?"],
+    "subject": ["anatomy", "anatomy", "virology"],
+    "choices": [["Heart", "Lung", "Liver", "Skin"], ["Tibia", "Femur", "Ulna", "Rib"],
+                ["Oxygen", "Helium", "Carbon dioxide", "Neon"]],
+    "answer": [0, 1, 2],
+})  # fmt: skip
 
 
-@pytest.mark.parametrize("text", [NOVA_TEXT_BENCHMARK, NOVA_PT_BENCHMARK], ids=["text", "pt"])
-def test_novas_published_benchmark_recipes_validate_with_only_the_model_changed(tmp_path, text):
-    path = tmp_path / "recipe.yaml"
-    path.write_text(text.format(model="smollm2-135m-instruct"), encoding="utf-8")
-    loaded = load_recipe(path)
-    assert loaded.recipe.evaluation.benchmark is not None
-    assert loaded.recipe.evaluation.subtasks == []
+@pytest.mark.parametrize("path", [NOVA_TEXT_BENCHMARK, NOVA_PT_BENCHMARK], ids=["text", "pt"])
+def test_novas_published_benchmark_recipes_validate_with_only_the_model_changed(path, capsys):
+    assert cli_main(["validate", str(path)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "is valid" in out
+    assert "rows: hf://datasets/cais/mmlu@main, read at run time" in out
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("path", [NOVA_TEXT_BENCHMARK, NOVA_PT_BENCHMARK], ids=["text", "pt"])
+def test_novas_published_benchmark_recipes_run_on_the_bundled_model(
+    path, tmp_path, monkeypatch, offline_hub
+):
+    """The recipes as published (only the model changed) run on the bundled model, their
+    rows read from the hub's cache (offline); the CLI's --max-new-tokens keeps the text
+    benchmark short. Each row's letter is scored as the examples show it."""
+    cache = offline_hub
+    target = cache / "datasets--cais--mmlu" / "snapshots" / "c0ffee" / "all"
+    target.mkdir(parents=True)
+    (cache / "datasets--cais--mmlu" / "refs").mkdir()
+    (cache / "datasets--cais--mmlu" / "refs" / "main").write_text("c0ffee")
+    pq.write_table(HUB_ROWS, target / "test-00000-of-00001.parquet")
+    monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    loaded = load_recipe(path).with_overrides(
+        max_new_tokens=8 if path == NOVA_TEXT_BENCHMARK else None
+    )
+    outcome = run_evaluation(loaded, instance=dg.DagsterInstance.ephemeral(), show_progress=False)
+    results = storage.read_json(outcome.report["paths"]["results"])
+    task = loaded.recipe.evaluation.task
+    assert results["config_general"]["dataset"]["path"] == "hf://datasets/cais/mmlu@c0ffee"
+    examples = pq.read_table(outcome.report["paths"]["examples"]).to_pylist()
+    assert [row["gold"] for row in examples] == ["A", "B", "C"]
+    if task == "mmlu_pt":  # one token each, read from its top log probabilities
+        assert all(row["completion_tokens"] == 1 for row in examples)
+        right = [
+            max(
+                (t for t in row["token_logprobs"][0]["top"] if t["token"].strip() in "ABCD"
+                 and t["token"].strip()),
+                key=lambda t: t["logprob"], default={"token": row["prediction"]},
+            )["token"].strip() == row["gold"]
+            for row in examples
+        ]  # fmt: skip
+    else:
+        right = [f"answer is ({row['gold'].lower()})" in row["prediction"].lower()
+                 for row in examples]  # fmt: skip
+    anatomy = results["results"][f"custom|{task}_zs_cot:anatomy|0"]["accuracy"]
+    assert anatomy == pytest.approx(sum(right[:2]) / 2)
+    assert results["results"][f"custom|{task}_zs_cot|0"]["accuracy"] == pytest.approx(
+        sum(right) / 3
+    )
 
 
 @pytest.mark.parametrize(
@@ -256,11 +263,13 @@ def test_novas_published_benchmark_recipes_validate_with_only_the_model_changed(
 def test_a_wrong_pairing_or_subtask_is_an_error_that_lists_the_allowed(
     tmp_path, evaluation, message
 ):
-    text = NOVA_TEXT_BENCHMARK.format(model="m").replace(
+    published = NOVA_TEXT_BENCHMARK.read_text(encoding="utf-8")
+    text = published.replace(
         'evaluation:\n  task: mmlu\n  strategy: zs_cot\n  metric: accuracy\n  subtask: "" '
         "# optional\n",
         yaml.safe_dump({"evaluation": evaluation}),
     )
+    assert text != published
     path = tmp_path / "recipe.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(RecipeError) as raised:
@@ -311,3 +320,46 @@ def test_humaneval_runs_the_packaged_problems_and_keeps_why_one_failed(tmp_path,
     assert notes[:2] == [None, None]
     assert notes[2].startswith("exit status 1: AssertionError")
     assert notes[3].startswith("exit status 1: SystemExit: 0")
+
+
+def test_letter_confidence_is_the_chosen_letters_share_among_the_letters():
+    from nova_eval_assets.tasks.multiple_choice import letter_confidence
+
+    tokens = [
+        ("The", [("The", -0.1)]),
+        (" (", [(" (", -0.2)]),
+        ("B", [("B", math.log(0.6)), ("A", math.log(0.2)), (" the", math.log(0.1))]),
+        (").", [(").", -0.01)]),
+    ]
+    assert letter_confidence(tokens, "B", "ABCD") == pytest.approx(0.6 / (0.6 + 0.2))
+    # the token holding the letter may carry its bracket: " (C" counts as C
+    spaced = [(" (C", [(" (C", math.log(0.5)), (" (D", math.log(0.5))])]
+    assert letter_confidence(spaced, "C", "ABCD") == pytest.approx(0.5)
+    assert math.isnan(letter_confidence(tokens, "D", "ABCD"))  # D is written nowhere
+    assert math.isnan(letter_confidence(None, "B", "ABCD"))
+
+
+def test_a_benchmark_gets_the_analysis_with_answer_confidence_and_subtask_strata(
+    tmp_path, monkeypatch, server
+):
+    monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    path = write_recipe(tmp_path, server.url, {})
+    recipe = yaml.safe_load(path.read_text())
+    recipe["inference"]["top_logprobs"] = 3
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    loaded = load_recipe(path)
+    outcome = run_evaluation(loaded, instance=dg.DagsterInstance.ephemeral(), show_progress=False)
+    assert not outcome.message, outcome.message
+    summary = storage.read_json(EvalLayout.for_recipe(loaded).analysis("analysis.json"))
+    # the letters found were the server's chosen tokens, with no other letter among their
+    # alternatives: each 1.0; the rows without a standalone letter have none
+    assert summary["confidence"]["measure"] == "answer"
+    assert summary["counts"]["with_confidence"] == 3
+    assert summary["settings"]["correctness_metric"] == "accuracy"
+    assert summary["counts"]["with_correctness"] == 5
+    accuracy = {
+        row["value"]: row["mean"]
+        for row in summary["strata"]
+        if row["field"] == "subtask" and row["metric"] == "accuracy"
+    }
+    assert accuracy == {"astronomy": pytest.approx(1 / 3), "virology": pytest.approx(1 / 2)}

@@ -62,6 +62,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 MEASURE_COLUMNS = {
+    # a benchmark scorer's own per-row ``confidence`` metric (the chosen letter's
+    # probability among the allowed letters: tasks/multiple_choice.py)
+    "answer": "answer_prob",
     "first_token": "first_token_prob",
     "label": "label_prob",
     "label_confidence": "label_confidence",

@@ -25,6 +25,9 @@ from nova_eval_assets.analysis.outputs import analysis_images, json_ready
 from nova_eval_assets.analysis.strata import image_count_field, metadata_fields, stratify
 from nova_eval_assets.recipe import AnalysisConfig
 
+#: the per-row metric a benchmark's scorer gives the answer's confidence in (0..1)
+ANSWER_CONFIDENCE = "confidence"
+
 
 def _finite_or_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -63,11 +66,12 @@ def analyze(
     scored = c["scored"]
     correct = c["correct"]
     uses_labels = config.label_field is not None
+    c["answer_prob"] = ex.metrics.get(ANSWER_CONFIDENCE, np.full(n, np.nan))
     used, automatic = _confidence_measure(c, scored, config)
     measure_column = MEASURE_COLUMNS[used]
     if measure_column not in c:
         for column in MEASURE_COLUMNS.values():
-            c[column] = np.full(n, np.nan)
+            c.setdefault(column, np.full(n, np.nan))
         c["answer_found"] = np.zeros(n, dtype=bool)
         ex.notes.append("the examples table has no token log probabilities")
     confidence = np.where(scored, c[measure_column], np.nan)
@@ -268,10 +272,13 @@ def analyze(
 def _confidence_measure(
     c: dict[str, Any], scored: np.ndarray, config: AnalysisConfig
 ) -> tuple[str, bool]:
-    """(measure used, chosen automatically): ``auto`` is the label confidence where a
-    scored example has one (constrained decoding), else the first-token probability."""
+    """(measure used, chosen automatically): ``auto`` is a benchmark scorer's answer
+    confidence where a scored example has one, else the label confidence where one has it
+    (constrained decoding), else the first-token probability."""
     if config.confidence != "auto":
         return config.confidence, False
+    if np.isfinite(c["answer_prob"][scored]).any():
+        return "answer", True
     label_confidence = c.get("label_confidence")
     if label_confidence is not None and np.isfinite(label_confidence[scored]).any():
         return "label_confidence", True

@@ -49,6 +49,15 @@ def effective_settings(loaded: LoadedRecipe) -> AnalysisConfig:
         update["label_field"] = classification.label_field
     if settings.json_mode is None:
         update["json_mode"] = getattr(classification, "json_mode", None) or "strict"
+    benchmark = loaded.recipe.evaluation.benchmark
+    if benchmark is not None:
+        chosen = settings.model_fields_set
+        if "correctness_metric" not in chosen:
+            update["correctness_metric"] = benchmark.headline
+        if "max_strata_per_field" not in chosen:  # every subtask a stratum (mmlu: 57)
+            update["max_strata_per_field"] = max(
+                settings.max_strata_per_field, len(benchmark.subtasks)
+            )
     return settings.model_copy(update=update)
 
 

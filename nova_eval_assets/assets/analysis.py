@@ -56,9 +56,10 @@ def _baselines(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> list[Loaded
                 f"{loaded.path}: analysis.compare_with = '{name}' names no recipe of this code "
                 f"location; allowed values: {known}"
             )
-        if by_name[name].recipe.evaluation.task != "gen_qa":
+        if by_name[name].recipe.evaluation.is_judge:
             raise RecipeError(
-                f"{loaded.path}: analysis.compare_with = '{name}' is not a gen_qa evaluation"
+                f"{loaded.path}: analysis.compare_with = '{name}' is a judge recipe, not an "
+                "evaluation of a model"
             )
         found.append(by_name[name])
     return found
@@ -72,7 +73,7 @@ def build_analysis_assets(
     where ``compare_with`` names are looked up."""
     recipe = loaded.recipe
     settings = recipe.analysis
-    if recipe.evaluation.task != "gen_qa" or not settings.enabled:
+    if recipe.evaluation.is_judge or not settings.enabled:
         return []
     tags = {"recipe": loaded.name}
     definitions: list[Any] = [_analysis_asset(loaded, tags)]
@@ -177,7 +178,7 @@ def materialize_analysis(loaded: LoadedRecipe, runs: InProcessRuns) -> AnalysisR
     """Materialize ``<name>/analysis_report`` as one of ``runs`` (the CLI's ``run``, after
     the aggregated report); comparisons: :func:`materialize_comparisons`."""
     recipe = loaded.recipe
-    if recipe.evaluation.task != "gen_qa" or not recipe.analysis.enabled:
+    if recipe.evaluation.is_judge or not recipe.analysis.enabled:
         return AnalysisRun()
     result = runs.materialize([_analysis_asset(loaded, {"recipe": loaded.name})])
     if not result.success:
@@ -199,7 +200,7 @@ def materialize_comparisons(
     """Materialize ``<name>/comparison_vs_<baseline>`` for each ``analysis.compare_with``
     baseline whose examples are written (the CLI's ``run``, after the analysis); a baseline
     not evaluated yet is left to the UI, a backfill or its own run."""
-    if loaded.recipe.evaluation.task != "gen_qa" or not loaded.recipe.analysis.enabled:
+    if loaded.recipe.evaluation.is_judge or not loaded.recipe.analysis.enabled:
         return []
     done = []
     for baseline in _baselines(loaded, recipes):

@@ -62,8 +62,9 @@ def model_checkpoint_key(loaded: LoadedRecipe) -> dg.AssetKey:
     return asset_key(loaded, "model_checkpoint")
 
 
-def is_gen_qa(loaded: LoadedRecipe) -> bool:
-    return loaded.recipe.evaluation.task == "gen_qa"
+def generates(loaded: LoadedRecipe) -> bool:
+    """A recipe whose model generates (gen_qa, a benchmark), not a judge recipe."""
+    return not loaded.recipe.evaluation.is_judge
 
 
 # ---------------------------------------------------------------- run tags for deployments
@@ -96,7 +97,10 @@ def source_assets(loaded: LoadedRecipe) -> list[dg.SourceAsset]:
     """The dataset file and the model checkpoint as observable sources: their data versions
     are the file's sha256 and the checkpoint's hash, so a changed dataset or retrained
     model marks the stages downstream stale in the UI."""
-    if not is_gen_qa(loaded) or loaded.recipe.run.data_s3_path is None:
+    evaluation = loaded.recipe.evaluation
+    if evaluation.is_judge or evaluation.benchmark is not None:
+        return []  # a benchmark's rows: a hub revision or a package, recorded in its results
+    if loaded.recipe.run.data_s3_path is None:
         return []
     location = loaded.resolve_data_path()
     memo: dict[str, str] = {}
@@ -301,7 +305,7 @@ def judge_job_name(loaded: LoadedRecipe) -> str:
 
 def entry_job_name(loaded: LoadedRecipe) -> str:
     """The job a schedule or the dataset sensor launches for this recipe."""
-    return prepare_job_name(loaded) if is_gen_qa(loaded) else judge_job_name(loaded)
+    return prepare_job_name(loaded) if generates(loaded) else judge_job_name(loaded)
 
 
 def run_tags(kind: str, stage: str) -> dict[str, str]:
@@ -315,7 +319,7 @@ def build_jobs(loaded: LoadedRecipe) -> list[dg.UnresolvedAssetJobDefinition]:
     in the run's own process (no process per step: a replica run imports torch once)."""
     recipe_tag = {"recipe": loaded.name}
     serial = dg.in_process_executor
-    if not is_gen_qa(loaded):
+    if not generates(loaded):
         keys = [asset_key(loaded, "validated_dataset"), asset_key(loaded, "judge_results")]
         return [
             dg.define_asset_job(
@@ -417,13 +421,13 @@ def build_automation_sensors(recipes: list[LoadedRecipe]) -> list[dg.SensorDefin
             "Analysis reports, tables and their DDL, MLflow runs after an evaluation updated."
         ),
     )
-    gen_qa = [r for r in recipes if is_gen_qa(r)]
-    if not gen_qa:
+    generating = [r for r in recipes if generates(r)]
+    if not generating:
         return [followups]
     replicas = dg.AssetSelection.assets(
-        *(asset_key(r, stage) for r in gen_qa for stage in REPLICA_STAGES)
+        *(asset_key(r, stage) for r in generating for stage in REPLICA_STAGES)
     )
-    reports = dg.AssetSelection.assets(*(asset_key(r, "aggregated_report") for r in gen_qa))
+    reports = dg.AssetSelection.assets(*(asset_key(r, "aggregated_report") for r in generating))
     return [
         dg.AutomationConditionSensorDefinition(
             "nova_eval_replicas",

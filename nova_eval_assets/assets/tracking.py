@@ -27,7 +27,7 @@ def mlflow_run_key(loaded: LoadedRecipe) -> dg.AssetKey:
 def upstream_keys(loaded: LoadedRecipe) -> list[dg.AssetKey]:
     """What the MLflow run logs: the results (and the analysis report when there is one)."""
     recipe = loaded.recipe
-    if recipe.evaluation.task != "gen_qa":
+    if recipe.evaluation.is_judge:
         return [dg.AssetKey([loaded.key, "judge_results"])]
     keys = [dg.AssetKey([loaded.key, "aggregated_report"])]
     if recipe.analysis.enabled:

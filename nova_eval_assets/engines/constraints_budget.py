@@ -396,7 +396,7 @@ def recipe_budget_warnings(recipe: Recipe) -> list[str]:
     other tasks: a judge's budget and model are its own). Raises `ModelResolutionError`
     for a local model that does not resolve."""
     response_format = recipe.response_format
-    if response_format is None or recipe.evaluation.task != "gen_qa":
+    if response_format is None or recipe.evaluation.is_judge:
         return []
     if response_format.type == "regex":  # not bounded here: load no tokenizer
         return []

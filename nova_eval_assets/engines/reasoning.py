@@ -186,7 +186,7 @@ def check_recipe_reasoning(recipe: Recipe) -> None:
     switch to reason. Reads only the model's chat template (no weights, no conversion).
     Raises `ReasoningNotSupportedError`, or `ModelResolutionError` for a model that cannot
     be found; both are ValueErrors."""
-    if recipe.inference.reasoning_effort is None or recipe.evaluation.task != "gen_qa":
+    if recipe.inference.reasoning_effort is None or recipe.evaluation.is_judge:
         return
     if recipe.inference.engine not in ("hf", "vllm"):  # a remote model: its engine decides
         return

@@ -38,8 +38,8 @@ OUTPUT_SCHEMA = pa.schema(
 
 #: schema metadata of a batch scored by a benchmark task: its name, and "nova" for compat
 TASK_KEY, COMPAT_KEY = b"nova_eval.task", b"nova_eval.compat"
-#: the first generated token's top log probabilities, for a task that reads them
-FIRST_TOP_COLUMN = "first_token_top"
+#: the generated tokens' log probabilities (inference output's), where captured
+TOKENS_COLUMN = "token_logprobs"
 
 
 def for_task(batch: pa.RecordBatch, task: str, options: TaskOptions) -> pa.RecordBatch:
@@ -84,21 +84,21 @@ def _task_metric_columns(batch: pa.RecordBatch, name: str, compat: bytes | None)
     if task is None:
         raise ValueError(f"no benchmark task named {name!r}")
     scored = batch.column("scored").to_pylist()
-    firsts = (
-        batch.column(FIRST_TOP_COLUMN).to_pylist()
-        if FIRST_TOP_COLUMN in batch.schema.names
+    tokens = (
+        batch.column(TOKENS_COLUMN).to_pylist()
+        if TOKENS_COLUMN in batch.schema.names
         else [None] * batch.num_rows
     )
     inputs = [
         ScoreInput(
             output=prediction or "",
             target=gold,
-            first_token_logprobs=None if top is None else {t["token"]: t["logprob"] for t in top},
+            tokens=None if not generated else [_token_top(token) for token in generated],
         )
-        for prediction, gold, top, ok in zip(
+        for prediction, gold, generated, ok in zip(
             batch.column("prediction").to_pylist(),
             batch.column("gold").to_pylist(),
-            firsts,
+            tokens,
             scored,
             strict=True,
         )
@@ -120,6 +120,10 @@ def _task_metric_columns(batch: pa.RecordBatch, name: str, compat: bytes | None)
         ],
         schema=OUTPUT_SCHEMA,
     )
+
+
+def _token_top(token: dict) -> tuple[str, list[tuple[str, float]]]:
+    return token["token"], [(t["token"], t["logprob"]) for t in token.get("top") or ()]
 
 
 class ScoringWorkers:
@@ -157,7 +161,7 @@ class ScoringWorkers:
 
 def _scorer_input(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The columns a scorer reads, with the batch's task mark."""
-    names = [*INPUT_SCHEMA.names, *([FIRST_TOP_COLUMN] * (FIRST_TOP_COLUMN in batch.schema.names))]
+    names = [*INPUT_SCHEMA.names, *([TOKENS_COLUMN] * (TOKENS_COLUMN in batch.schema.names))]
     return batch.select(names).replace_schema_metadata(batch.schema.metadata)
 
 

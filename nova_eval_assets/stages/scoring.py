@@ -20,13 +20,13 @@ from nova_eval_assets.byom import pipeline as byom
 from nova_eval_assets.engines.cpu_threads import available_cores
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.metrics.batch_scoring import (
-    FIRST_TOP_COLUMN,
+    TOKENS_COLUMN,
     ScoringWorkers,
     builtin_metric_columns,
     for_task,
 )
 from nova_eval_assets.recipe import LoadedRecipe
-from nova_eval_assets.stages.schemas import METRICS_SCHEMA, TOP_TOKEN
+from nova_eval_assets.stages.schemas import METRICS_SCHEMA
 
 #: below this many rows a replica is scored in this process: starting workers (a fresh
 #: interpreter each, a fraction of a second) would cost more than it saves
@@ -51,8 +51,8 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
     path = layout.metrics(replica, replicas)
     benchmark = loaded.recipe.evaluation.benchmark
     columns = _SCORED_COLUMNS
-    if benchmark is not None and benchmark.needs_top_logprobs:
-        columns = [*columns, "token_logprobs"]
+    if benchmark is not None and loaded.recipe.inference.top_logprobs > 0:
+        columns = [*columns, TOKENS_COLUMN]  # a benchmark's scorer may read them
     batches = (
         _for_benchmark(_with_scored(batch), loaded)
         for batch in storage.iter_parquet_batches(source, columns, batch_size=storage.batch_rows())
@@ -105,22 +105,12 @@ def _with_scored(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 def _for_benchmark(batch: pa.RecordBatch, loaded: LoadedRecipe) -> pa.RecordBatch:
-    """The batch marked for its benchmark's scorer (unchanged for gen_qa), with the first
-    generated token's top log probabilities where the task reads them."""
+    """The batch marked for its benchmark's scorer (unchanged for gen_qa)."""
     evaluation = loaded.recipe.evaluation
     benchmark = evaluation.benchmark
     if benchmark is None:
         return batch
-    if "token_logprobs" in batch.schema.names:
-        first = _first_token_top(batch.column("token_logprobs"))
-        batch = batch.drop_columns(["token_logprobs"]).append_column(FIRST_TOP_COLUMN, first)
     return for_task(batch, benchmark.name, evaluation.task_options)
-
-
-def _first_token_top(token_logprobs: pa.Array) -> pa.Array:
-    """Each row's first generated token's ``top`` list (null: no tokens or no logprobs)."""
-    tops = [None if not tokens else tokens[0]["top"] for tokens in token_logprobs.to_pylist()]
-    return pa.array(tops, pa.list_(TOP_TOKEN))
 
 
 def _score_batch(

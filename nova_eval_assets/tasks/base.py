@@ -54,9 +54,20 @@ class ScoreInput:
 
     output: str
     target: str
-    # the first generated token's top log probabilities ({token: logprob}), where the task
-    # asks for them (mmlu_pt) and the engine returned them
-    first_token_logprobs: Mapping[str, float] | None = None
+    # the generated tokens' top log probabilities, where the recipe captured them
+    # (inference.top_logprobs > 0): per token, its text and [(text, logprob), ...] of its
+    # top alternatives, the chosen token first
+    tokens: Sequence[tuple[str, Sequence[tuple[str, float]]]] | None = None
+
+    @property
+    def first_token_logprobs(self) -> dict[str, float] | None:
+        """The first generated token's alternatives as {text: logprob} (first one kept)."""
+        if not self.tokens:
+            return None
+        top: dict[str, float] = {}
+        for text, logprob in self.tokens[0][1]:
+            top.setdefault(text, logprob)
+        return top
 
 
 @dataclass(frozen=True)
@@ -116,8 +127,8 @@ class BenchmarkTask:
     package_rows: Callable[[], Iterator[Mapping[str, Any]]] | None = None
     #: what the data's owners ask: None, or why it may not be shipped (never in this repo)
     redistribution: str | None = None
-    #: inference settings the task needs whatever the recipe says (e.g. first-token
-    #: log probabilities), checked at validate time
+    #: the inference.top_logprobs the task needs (mmlu_pt: the first token's), checked at
+    #: validate time
     needs_top_logprobs: int = 0
     #: Nova's advice for inference, shown by validate when the recipe differs
     advised_inference: Mapping[str, Any] = field(default_factory=dict)

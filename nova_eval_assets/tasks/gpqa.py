@@ -28,9 +28,9 @@ from nova_eval_assets.tasks.base import (
 )
 from nova_eval_assets.tasks.multiple_choice import (
     GPQA_LETTERS,
+    choice_metrics,
     gpqa_choices,
     gpqa_prompt,
-    score_choice,
 )
 
 _HUB_COLUMNS = ("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
@@ -59,7 +59,7 @@ def _sample(row: Mapping[str, Any], subtask: str | None, options: TaskOptions) -
 
 
 def _score(row: ScoreInput, options: TaskOptions) -> dict[str, float]:
-    return {"accuracy": score_choice(row.output, row.target, GPQA_LETTERS, options.compat_nova)}
+    return choice_metrics(row.output, row.target, GPQA_LETTERS, options.compat_nova, row.tokens)
 
 
 TASK = BenchmarkTask(

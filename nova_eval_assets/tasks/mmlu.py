@@ -23,7 +23,7 @@ from nova_eval_assets.tasks.base import (
     required_strings,
     required_text,
 )
-from nova_eval_assets.tasks.multiple_choice import MMLU_LETTERS, mmlu_prompt, score_choice
+from nova_eval_assets.tasks.multiple_choice import MMLU_LETTERS, choice_metrics, mmlu_prompt
 
 MMLU_SUBJECTS = (
     "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge",
@@ -61,7 +61,7 @@ def _sample(row: Mapping[str, Any], subtask: str | None, options: TaskOptions) -
 
 
 def _score(row: ScoreInput, options: TaskOptions) -> dict[str, float]:
-    return {"accuracy": score_choice(row.output, row.target, MMLU_LETTERS, options.compat_nova)}
+    return choice_metrics(row.output, row.target, MMLU_LETTERS, options.compat_nova, row.tokens)
 
 
 TASK = BenchmarkTask(

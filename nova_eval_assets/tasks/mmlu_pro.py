@@ -20,7 +20,7 @@ from nova_eval_assets.tasks.base import (
     required_strings,
     required_text,
 )
-from nova_eval_assets.tasks.multiple_choice import MMLU_PRO_LETTERS, mmlu_pro_prompt, score_choice
+from nova_eval_assets.tasks.multiple_choice import MMLU_PRO_LETTERS, choice_metrics, mmlu_pro_prompt
 
 
 def _sample(row: Mapping[str, Any], subtask: str | None, options: TaskOptions) -> Sample:
@@ -34,8 +34,7 @@ def _sample(row: Mapping[str, Any], subtask: str | None, options: TaskOptions) -
 
 
 def _score(row: ScoreInput, options: TaskOptions) -> dict[str, float]:
-    # Nova reads A-J whatever the question's option count
-    return {"accuracy": score_choice(row.output, row.target, MMLU_PRO_LETTERS, options.compat_nova)}
+    return choice_metrics(row.output, row.target, MMLU_PRO_LETTERS, options.compat_nova, row.tokens)
 
 
 TASK = BenchmarkTask(

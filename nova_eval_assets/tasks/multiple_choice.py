@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -216,3 +217,48 @@ def gpqa_choices(
     order = _question_order(question_key)
     shown = _labelled(GPQA_LETTERS, [texts[i] for i in order])
     return shown, GPQA_LETTERS[order.index(0)]
+
+
+# ---------------------------------------------------------------------------------------
+# confidence (ours, beyond Nova): the chosen letter's probability among the allowed letters
+
+_LETTER_DECORATION = " \t\n()[]*_.:"
+
+
+def letter_confidence(
+    tokens: Sequence[tuple[str, Sequence[tuple[str, float]]]] | None,
+    letter: str | None,
+    letters: str,
+) -> float:
+    """The probability of ``letter`` among ``letters`` where the model wrote it: at the last
+    generated token that spells the letter (spaces, brackets, asterisks and a full stop
+    around it ignored), the alternatives that spell one of ``letters`` renormalized. NaN
+    without log probabilities, without a letter, or when the letter is not found."""
+    if not tokens or letter is None:
+        return float("nan")
+    for text, top in reversed(tokens):
+        if text.strip(_LETTER_DECORATION).upper() != letter:
+            continue
+        probabilities: dict[str, float] = {}
+        for alternative, logprob in top:
+            spelled = alternative.strip(_LETTER_DECORATION).upper()
+            if len(spelled) == 1 and spelled in letters and spelled not in probabilities:
+                probabilities[spelled] = math.exp(logprob)
+        total = sum(probabilities.values())
+        return probabilities[letter] / total if letter in probabilities and total else math.nan
+    return float("nan")
+
+
+def choice_metrics(
+    output: str,
+    gold_letter: str,
+    letters: str,
+    compat_nova: bool,
+    tokens: Sequence[tuple[str, Sequence[tuple[str, float]]]] | None,
+) -> dict[str, float]:
+    """``accuracy`` and, where log probabilities were captured, ``confidence``."""
+    chosen = extract_choice(output, letters, compat_nova)
+    metrics = {"accuracy": float(chosen == gold_letter)}
+    if tokens:
+        metrics["confidence"] = letter_confidence(tokens, chosen, letters)
+    return metrics
