@@ -153,6 +153,9 @@ class EvaluationConfig(_Section):
     subtask: str | list[str] | None = None
     # extension: "nova" reproduces Nova's published prompts and extraction, defects included
     compat: Literal["nova"] | None = None
+    # extension: a benchmark's generations per problem (sampling: inference.temperature > 0);
+    # each problem's score is the mean over its samples (pass@1's unbiased estimator)
+    samples: int = Field(default=1, ge=1, le=1000)
 
     @property
     def is_judge(self) -> bool:
@@ -195,7 +198,7 @@ class EvaluationConfig(_Section):
         if value != expected:
             raise ValueError(
                 f"task '{task}' goes with strategy '{strategy}' and metric '{metric}' "
-                f"(Nova's pairing), not {info.field_name} '{value}'"
+                "(Nova's pairing)"
             )
         return value
 
@@ -206,6 +209,8 @@ class EvaluationConfig(_Section):
             raise ValueError(problem)
         if self.compat is not None and self.benchmark is None:
             raise ValueError("evaluation.compat goes with a benchmark task (mmlu, gpqa, ...)")
+        if self.samples > 1 and self.benchmark is None:
+            raise ValueError("evaluation.samples goes with a benchmark task (humaneval, ...)")
         return self
 
 
@@ -698,6 +703,11 @@ class Recipe(_Section):
                 f"run.data_s3_path stays '' for a benchmark ({benchmark.name}), as in Nova's "
                 "recipe; name a file of the task's rows with dataset.path"
             )
+        if self.evaluation.samples > 1 and self.inference.temperature == 0:
+            raise ValueError(
+                f"evaluation.samples is {self.evaluation.samples}, but inference.temperature 0 "
+                "generates the same answer every time: set a temperature above 0"
+            )
         wanted = benchmark.needs_top_logprobs
         if wanted and self.inference.top_logprobs < wanted:
             raise ValueError(
@@ -806,6 +816,17 @@ class LoadedRecipe:
         if run.reads_training_channel:
             return training_channel_dataset(self.path)
         return resolve_relative(run.data_s3_path, self.path.parent)
+
+    def dataset_file(self) -> str | None:
+        """The file the recipe's rows are read from (resolved), or None: a judge recipe that
+        joins two recipes, or a benchmark reading the hub or a package."""
+        recipe = self.recipe
+        if recipe.evaluation.benchmark is not None:
+            path = recipe.dataset.path
+            return None if path is None else resolve_relative(path, self.path.parent)
+        if recipe.run.data_s3_path is None:
+            return None
+        return self.resolve_data_path()
 
     def with_overrides(self, **overrides: Any) -> LoadedRecipe:
         try:

@@ -39,6 +39,7 @@ from typing import Any
 from nova_eval_assets import storage
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import REDACTED, LoadedRecipe
+from nova_eval_assets.tasks.base import subtask_of_key
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SAGEMAKER_EXTRA = "sagemaker"
@@ -175,9 +176,14 @@ def mlflow_key(name: str) -> str:
 
 def results_metrics(results: Mapping[str, Any]) -> dict[str, float]:
     """Every finite aggregated metric of a results JSON (``results.all``, ``_stderr``
-    siblings included) under its MLflow name. Two names that map to the same MLflow name
-    keep apart with a numeric suffix, in sorted order, so the mapping is deterministic."""
-    values = results["results"]["all"]
+    siblings included, and a benchmark's subtasks' as ``<subtask>/<metric>``) under its
+    MLflow name. Two names that map to the same MLflow name keep apart with a numeric
+    suffix, in sorted order, so the mapping is deterministic."""
+    values = dict(results["results"]["all"])
+    for key, section in results["results"].items():
+        subtask = subtask_of_key(key)
+        if subtask is not None:
+            values.update((f"{subtask}/{name}", value) for name, value in section.items())
     metrics: dict[str, float] = {}
     for name in sorted(values):
         value = values[name]

@@ -310,3 +310,50 @@ def test_mmlu_pt_reads_the_letter_from_the_first_tokens_log_probabilities(tmp_pa
         "The following are multiple choice questions (with answers) about anatomy.\n\nP-one?\n"
         "A. w\nB. x\nC. y\nD. z\nAnswer:"
     )
+
+
+# ---------------------------------------------------------------- every task, bundled model
+
+BBH_ROWS = [{"input": "B-nav: take one step forward, then one back. Home?", "target": "Yes",
+             "subtask": "navigate"}]  # fmt: skip
+MODEL_RUNS = {
+    "mmlu_pro": ({"strategy": "zs_cot", "metric": "accuracy"}, PRO_ROWS[:2]),
+    "gpqa": ({"strategy": "zs_cot", "metric": "accuracy"}, GPQA_ROWS[:2]),
+    "bbh": ({"strategy": "fs_cot", "metric": "accuracy", "subtask": "navigate"}, BBH_ROWS),
+    "math": ({"strategy": "zs_cot", "metric": "exact_match"}, MATH_ROWS[:2]),
+    "aime_2024": ({"strategy": "zs_cot", "metric": "exact_match"}, AIME_ROWS[:2]),
+    "ifeval": ({"strategy": "zs", "metric": "accuracy"}, IFEVAL_ROWS),
+    "humaneval": ({"strategy": "zs", "metric": "pass@1"}, None),  # the package's problems
+}
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("task", list(MODEL_RUNS))
+def test_every_task_runs_end_to_end_on_the_bundled_model(tmp_path, monkeypatch, task):
+    """Each task through the hf engine and the bundled SmolLM2 on a row or two (8 new
+    tokens): every row generated and scored, and the task's result the mean of its rows'
+    scores as the examples hold them."""
+    evaluation, rows = MODEL_RUNS[task]
+    monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    recipe = {
+        "run": {"name": f"{task}-model", "model_name_or_path": "smollm2-135m-instruct",
+                "data_s3_path": "", "limit": 2},
+        "evaluation": {"task": task, **evaluation},
+        "inference": {"max_new_tokens": 8, "batch_size": 2},
+    }  # fmt: skip
+    if rows is not None:
+        recipe["dataset"] = {"path": jsonl(tmp_path / f"{task}.jsonl", rows)}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    outcome = run_evaluation(
+        load_recipe(path), instance=dg.DagsterInstance.ephemeral(), show_progress=False
+    )
+    assert outcome.report is not None, outcome.message
+    results = storage.read_json(outcome.report["paths"]["results"])["results"]
+    examples = pq.read_table(outcome.report["paths"]["examples"]).to_pylist()
+    metric = evaluation["metric"]
+    assert examples and all(row["scored"] and row["prediction"] for row in examples)
+    values = [dict(row["metrics"])[metric] for row in examples]
+    assert all(value in (0.0, 1.0) for value in values)
+    key = f"custom|{task}_{evaluation['strategy']}|0"
+    assert results[key][metric] == pytest.approx(sum(values) / len(values))

@@ -246,8 +246,8 @@ def test_novas_published_benchmark_recipes_run_on_the_bundled_model(
     ("evaluation", "message"),
     [
         ({"task": "mmlu", "strategy": "gen_qa", "metric": "accuracy"},
-         "task 'mmlu' goes with strategy 'zs_cot' and metric 'accuracy' (Nova's pairing), "
-         "not strategy 'gen_qa'"),
+         "evaluation.strategy: task 'mmlu' goes with strategy 'zs_cot' and metric 'accuracy' "
+         "(Nova's pairing) (got 'gen_qa')"),
         ({"task": "mmlu", "strategy": "zs_cot", "metric": "all"},
          "evaluation.metric: task 'mmlu' goes with strategy 'zs_cot' and metric 'accuracy'"),
         ({"task": "gen_qa", "strategy": "zs_cot", "metric": "accuracy"},
@@ -363,3 +363,91 @@ def test_a_benchmark_gets_the_analysis_with_answer_confidence_and_subtask_strata
         if row["field"] == "subtask" and row["metric"] == "accuracy"
     }
     assert accuracy == {"astronomy": pytest.approx(1 / 3), "virology": pytest.approx(1 / 2)}
+
+
+def test_a_bare_letter_answer_counts_outside_compat():
+    """What `response_format: {type: choice}` makes the model write: the letter alone."""
+    from nova_eval_assets.tasks.multiple_choice import choice_metrics
+
+    assert choice_metrics("B", "B", "ABCD", False, None) == {"accuracy": 1.0}
+    assert choice_metrics(" (c) ", "C", "ABCD", False, None) == {"accuracy": 1.0}
+    assert choice_metrics("B", "B", "ABCD", True, None) == {"accuracy": 0.0}  # Nova: no answer
+    assert choice_metrics("E", "A", "ABCD", False, None) == {"accuracy": 0.0}
+
+
+def test_samples_per_problem_give_pass_at_1_by_the_unbiased_estimator(tmp_path, monkeypatch):
+    """Three samples of each of two HumanEval problems: the first problem's first sample
+    passes and the two others fail (c/n = 1/3), the second problem's all pass (3/3).
+    pass@1 = mean of c/n = 2/3, its stderr over the two problems (not the six rows)."""
+    from collections import Counter
+
+    from nova_eval_assets.tasks.code_execution import load_humaneval_problems
+
+    problems = load_humaneval_problems()[:2]
+    asked: Counter[str] = Counter()
+
+    def solve(prompt: str) -> str:
+        first, second = problems
+        if f"def {first['entry_point']}(" in prompt:
+            asked[first["task_id"]] += 1
+            right = asked[first["task_id"]] == 1
+            return first["canonical_solution"] if right else "    return None\n"
+        return second["canonical_solution"]
+
+    server = AnsweringServer(solve, model=MODEL)
+    monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    recipe = {
+        "run": {"name": "humaneval-samples", "model_name_or_path": MODEL, "data_s3_path": "",
+                "limit": 2},
+        "evaluation": {"task": "humaneval", "strategy": "zs", "metric": "pass@1", "samples": 3},
+        "inference": {"engine": "openai", "endpoint": server.url, "max_new_tokens": 512,
+                      "temperature": 0.8, "concurrency": 1},
+    }  # fmt: skip
+    path = tmp_path / "humaneval.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    try:
+        outcome = run_evaluation(
+            load_recipe(path), instance=dg.DagsterInstance.ephemeral(), show_progress=False
+        )
+    finally:
+        server.close()
+    results = storage.read_json(outcome.report["paths"]["results"])
+    assert results["config_general"]["num_examples"] == 6
+    task = results["results"]["custom|humaneval_zs|0"]
+    assert task["pass@1"] == pytest.approx((1 / 3 + 1) / 2)
+    assert task["pass@1_stderr"] == pytest.approx(stderr([1 / 3, 1]))
+    examples = pq.read_table(outcome.report["paths"]["examples"]).to_pylist()
+    metadata = [json.loads(row["metadata"]) for row in examples]
+    assert [(m["problem"], m["sample"]) for m in metadata] == [
+        (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)
+    ]  # fmt: skip
+
+
+def test_samples_need_a_temperature(tmp_path):
+    recipe = {
+        "run": {"name": "t", "model_name_or_path": "m", "data_s3_path": ""},
+        "evaluation": {"task": "humaneval", "strategy": "zs", "metric": "pass@1", "samples": 5},
+        "inference": {"temperature": 0},
+    }
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    with pytest.raises(RecipeError, match="set a temperature above 0"):
+        load_recipe(path)
+
+
+def test_mlflow_gets_each_subtasks_metrics_beside_all():
+    from nova_eval_assets.tracking import results_metrics
+
+    results = {"results": {
+        "custom|mmlu_zs_cot:anatomy|0": {"accuracy": 0.5, "accuracy_stderr": 0.1},
+        "custom|mmlu_zs_cot:virology|0": {"accuracy": 0.25, "accuracy_stderr": None},
+        "custom|mmlu_zs_cot|0": {"accuracy": 0.4, "accuracy_stderr": 0.05},
+        "all": {"accuracy": 0.375, "accuracy_stderr": 0.07},
+    }}  # fmt: skip
+    assert results_metrics(results) == {
+        "accuracy": 0.375,
+        "accuracy_stderr": 0.07,
+        "anatomy/accuracy": 0.5,
+        "anatomy/accuracy_stderr": 0.1,
+        "virology/accuracy": 0.25,
+    }

@@ -24,7 +24,8 @@ from nova_eval_assets.engines import (
 )
 from nova_eval_assets.engines import hf as hf_module
 from nova_eval_assets.engines import models as models_module
-from nova_eval_assets.engines.hf import HFEngine, is_out_of_memory, row_seed
+from nova_eval_assets.engines.base import row_seed
+from nova_eval_assets.engines.hf import HFEngine, is_out_of_memory
 
 torch = pytest.importorskip("torch")
 

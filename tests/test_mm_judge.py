@@ -97,7 +97,7 @@ def test_an_mm_llm_judge_recipe_loads(workspace):
     body = judge_recipe_dict("wrong")
     body["evaluation"] = {"task": "mm_llm_judge", "strategy": "gen_qa"}
     body["run"]["data_s3_path"] = "x.jsonl"
-    with pytest.raises(RecipeError, match="does not go with task 'mm_llm_judge'"):
+    with pytest.raises(RecipeError, match="task 'mm_llm_judge' goes with strategy 'judge'"):
         write_recipe(workspace, body)
 
 

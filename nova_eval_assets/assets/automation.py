@@ -97,13 +97,10 @@ def source_assets(loaded: LoadedRecipe) -> list[dg.SourceAsset]:
     """The dataset file and the model checkpoint as observable sources: their data versions
     are the file's sha256 and the checkpoint's hash, so a changed dataset or retrained
     model marks the stages downstream stale in the UI."""
-    evaluation = loaded.recipe.evaluation
-    if evaluation.is_judge or evaluation.benchmark is not None:
-        return []  # a benchmark's rows: a hub revision or a package, recorded in its results
-    if loaded.recipe.run.data_s3_path is None:
+    if loaded.recipe.evaluation.is_judge:
         return []
-    location = loaded.resolve_data_path()
     memo: dict[str, str] = {}
+    location = loaded.dataset_file()
 
     @dg.observable_source_asset(
         key=dataset_file_key(loaded),
@@ -111,6 +108,7 @@ def source_assets(loaded: LoadedRecipe) -> list[dg.SourceAsset]:
         description=f"The dataset file {location}; data version: its sha256.",
     )
     def dataset_file() -> dg.DataVersion:
+        assert location is not None
         found = lineage.stat(location)
         if found is None:
             return dg.DataVersion("missing")
@@ -129,7 +127,8 @@ def source_assets(loaded: LoadedRecipe) -> list[dg.SourceAsset]:
     def model_checkpoint() -> dg.DataVersion:
         return dg.DataVersion(lineage.model_id(loaded))
 
-    return [dataset_file, model_checkpoint]
+    # a benchmark reading the hub or a package has no file: its results record the revision
+    return [dataset_file, model_checkpoint] if location is not None else [model_checkpoint]
 
 
 # ---------------------------------------------------------------- automation conditions
@@ -330,7 +329,9 @@ def build_jobs(loaded: LoadedRecipe) -> list[dg.UnresolvedAssetJobDefinition]:
                 description=f"The judge evaluation {loaded.name}: dataset, then judgments.",
             )
         ]
-    sources = [dataset_file_key(loaded), model_checkpoint_key(loaded)]  # see source_assets
+    sources = [model_checkpoint_key(loaded)]  # see source_assets
+    if loaded.dataset_file() is not None:
+        sources.insert(0, dataset_file_key(loaded))
     prepare = [*sources, *(asset_key(loaded, s) for s in PREPARE_STAGES)]
     return [
         dg.define_asset_job(

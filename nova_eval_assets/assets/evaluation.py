@@ -67,12 +67,23 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
     def key(stage: str) -> dg.AssetKey:
         return dg.AssetKey([name, stage])
 
+    benchmark = recipe.evaluation.benchmark
+    rows_from = (
+        f"Rows of {recipe.run.data_s3_path} that pass gen_qa validation."
+        if benchmark is None
+        else f"Rows of the {benchmark.name} benchmark made prompts ({benchmark.description})."
+    )
+
     @dg.asset(
         key=key("validated_dataset"),
-        deps=[dataset_file_key(loaded)],  # observable source (assets/automation.py)
+        # the observable dataset file (assets/automation.py): none for a benchmark that reads
+        # the hub or a package
+        deps=[dataset_file_key(loaded)] if loaded.dataset_file() is not None else [],
         group_name=name,
-        code_version=lineage.digest(recipe.dataset, recipe.run.data_s3_path, recipe.run.limit),
-        description=f"Rows of {recipe.run.data_s3_path} that pass gen_qa validation.",
+        code_version=lineage.digest(
+            recipe.dataset, recipe.run.data_s3_path, recipe.run.limit, recipe.evaluation
+        ),
+        description=rows_from,
         kinds={"python", "parquet"},
         tags=tags,
     )

@@ -51,11 +51,12 @@ def default_status() -> dg.DefaultSensorStatus:
 
 def watched_locations(recipes: list[LoadedRecipe]) -> dict[str, list[LoadedRecipe]]:
     """Dataset location -> the recipes that read it (judge recipes that join other recipes'
-    outputs read no file)."""
+    outputs, and benchmarks reading the hub or a package, read no file)."""
     readers: dict[str, list[LoadedRecipe]] = defaultdict(list)
     for loaded in recipes:
-        if loaded.recipe.run.data_s3_path is not None:
-            readers[loaded.resolve_data_path()].append(loaded)
+        location = loaded.dataset_file()
+        if location is not None:
+            readers[location].append(loaded)
     return dict(readers)
 
 

@@ -14,6 +14,7 @@ the number of shards.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -51,6 +52,14 @@ class GenerationRequest:
     # images shown with the prompt, in order: validated data URIs
     # (``data:image/<format>;base64,<data>``, dataset.py); empty for text
     images: tuple[str, ...] = ()
+
+
+def row_seed(seed: int, row_index: int) -> int:
+    """A row's sampling seed: a hash of (settings.seed, row_index), so a row draws the same
+    random stream whatever its batch, replica or engine, and two rows (a problem's samples,
+    evaluation.samples) draw apart."""
+    digest = hashlib.sha256(f"nova-eval:{seed}:{row_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,6 @@ give bit-identical results, which is what replica invariance relies on.
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import time
 import weakref
@@ -65,6 +64,7 @@ from .base import (
     GenerationRequest,
     SamplingSettings,
     TokenLogprob,
+    row_seed,
 )
 from .base import block_size as _block_size
 from .constraints import ResponseFormatError, TokenMatchers, compile_error
@@ -158,12 +158,6 @@ def is_out_of_memory(error: BaseException) -> bool:
     except (ImportError, AttributeError):  # pragma: no cover
         pass
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
-
-
-def row_seed(seed: int, row_index: int) -> int:
-    """The seed of a row's random generator: a hash of (settings.seed, row_index)."""
-    digest = hashlib.sha256(f"nova-eval:{seed}:{row_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 class HFEngine:

@@ -9,7 +9,7 @@ One request per row: ``POST {endpoint}/v1/chat/completions`` with
                  (the user ``content`` is the prompt string; for a row with images, parts)
     max_tokens   inference.max_new_tokens
     temperature  inference.temperature        top_p  inference.top_p
-    seed         inference.seed
+    seed         inference.seed when greedy; sampling: a seed per row (base.row_seed)
     top_k        inference.top_k, only when not -1 (the extra field vLLM and SGLang accept)
     logprobs     true, with top_logprobs = inference.top_logprobs, only when that is > 0
     reasoning_effort  inference.reasoning_effort, only when set
@@ -88,7 +88,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import BLOCK_BATCHES, Generation, GenerationRequest, SamplingSettings, TokenLogprob
+from .base import (
+    BLOCK_BATCHES,
+    Generation,
+    GenerationRequest,
+    SamplingSettings,
+    TokenLogprob,
+    row_seed,
+)
 from .collector import collector_paused
 from .constraints import ResponseFormat
 from .http_client import (
@@ -347,7 +354,11 @@ class OpenAIEngine:
             "max_tokens": settings.max_new_tokens,
             "temperature": settings.temperature,
             "top_p": settings.top_p,
-            "seed": settings.seed,
+            # sampling: each row its own seed (the hf and vllm engines' formula), so that
+            # the same prompt twice (evaluation.samples) draws two answers
+            "seed": settings.seed
+            if settings.greedy
+            else row_seed(settings.seed, request.row_index),
         }
         if settings.top_k != -1:
             body["top_k"] = settings.top_k

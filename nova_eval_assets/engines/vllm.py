@@ -47,7 +47,6 @@ the last float bits (vLLM's ``VLLM_BATCH_INVARIANT=1`` trades speed for that).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -63,6 +62,7 @@ from .base import (
     SamplingSettings,
     TokenLogprob,
     block_size,
+    row_seed,
 )
 from .constraints import ResponseFormat
 from .reasoning import TemplateReasoning, not_supported, opens_thinking, split_reasoning
@@ -97,13 +97,6 @@ def import_vllm() -> Any:
     except ImportError as exc:
         raise VLLMNotInstalledError(f"{NOT_INSTALLED} ({exc})") from exc
     return vllm
-
-
-def row_seed(seed: int, row_index: int) -> int:
-    """A row's sampling seed: a hash of (settings.seed, row_index), the hf engine's formula,
-    so a row draws the same random stream whatever its batch or replica."""
-    digest = hashlib.sha256(f"nova-eval:{seed}:{row_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def llm_kwargs(

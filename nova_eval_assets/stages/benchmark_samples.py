@@ -12,7 +12,14 @@ import pyarrow as pa
 
 from nova_eval_assets import storage
 from nova_eval_assets.dataset import GEN_QA, Problem, RejectedRow, ValidationOutcome, arrow_schema
-from nova_eval_assets.tasks.base import SUBTASK_FIELD, BenchmarkTask, FieldProblem, TaskOptions
+from nova_eval_assets.tasks.base import (
+    PROBLEM_FIELD,
+    SAMPLE_FIELD,
+    SUBTASK_FIELD,
+    BenchmarkTask,
+    FieldProblem,
+    TaskOptions,
+)
 from nova_eval_assets.tasks.sources import BenchmarkSource, SourceRow, row_text
 
 
@@ -32,16 +39,19 @@ def sample_batches(
     counts: SampleCounts,
     limit: int | None = None,
     rows_per_batch: int | None = None,
+    samples: int = 1,
 ) -> Iterator[tuple[pa.RecordBatch, list[RejectedRow]]]:
     """Valid samples (record batches of the gen_qa validated schema: ``query`` the whole
     prompt, ``response`` the target, ``metadata`` JSON with the subtask) and rejected rows,
-    every ``rows_per_batch`` rows read."""
+    every ``rows_per_batch`` rows read. With ``samples`` > 1 each problem is that many
+    consecutive rows, their metadata numbering the problem and the sample."""
     target = arrow_schema(GEN_QA)
     rows_per_batch = rows_per_batch or storage.batch_rows()
     wanted = set(subtasks)
     pending: dict[str, list] = {name: [] for name in target.names}
     rejected: list[RejectedRow] = []
     several_files = len(source.files) > 1
+    problems = 0  # valid source rows so far
 
     def batch() -> tuple[pa.RecordBatch, list[RejectedRow]]:
         valid = pa.RecordBatch.from_pydict(pending, schema=target)
@@ -83,14 +93,20 @@ def sample_batches(
                 metadata = dict(sample.metadata)
                 if sample.subtask is not None:
                     metadata[SUBTASK_FIELD] = sample.subtask
-                pending["row_index"].append(outcome.valid_rows)
-                pending["line"].append(row.line)
-                pending["query"].append(sample.prompt)
-                pending["response"].append(sample.target)
-                pending["system"].append(sample.system)
-                pending["metadata"].append(json.dumps(metadata, ensure_ascii=False))
-                pending["images"].append(None)
-                outcome.valid_rows += 1
+                if samples > 1:  # the problem's samples are consecutive rows
+                    metadata[PROBLEM_FIELD] = problems
+                problems += 1
+                for number in range(samples):
+                    if samples > 1:
+                        metadata[SAMPLE_FIELD] = number
+                    pending["row_index"].append(outcome.valid_rows)
+                    pending["line"].append(row.line)
+                    pending["query"].append(sample.prompt)
+                    pending["response"].append(sample.target)
+                    pending["system"].append(sample.system)
+                    pending["metadata"].append(json.dumps(metadata, ensure_ascii=False))
+                    pending["images"].append(None)
+                    outcome.valid_rows += 1
         if len(pending["row_index"]) + len(rejected) >= rows_per_batch:
             yield batch()
     if pending["row_index"] or rejected:

@@ -34,7 +34,7 @@ from nova_eval_assets.report.results import (
 )
 from nova_eval_assets.stages.schemas import METRICS_SCHEMA
 from nova_eval_assets.tasks.aggregate import TaskTally
-from nova_eval_assets.tasks.base import SUBTASK_FIELD
+from nova_eval_assets.tasks.base import PROBLEM_FIELD, SUBTASK_FIELD
 
 # ---------------------------------------------------------------- aggregated_report
 
@@ -214,18 +214,15 @@ class ReportTally:
         self.clipped.add(batch)
         scored = batch.filter(pc.fill_null(batch.column("scored"), False))
         if self.benchmark is not None:
+            metadata = [json.loads(m) if m else {} for m in scored.column("metadata").to_pylist()]
             self.benchmark.add(
-                (subtask_of(m) for m in scored.column("metadata").to_pylist()),
+                (m.get(SUBTASK_FIELD) for m in metadata),
                 (dict(pairs) for pairs in scored.column("metrics").to_pylist()),
+                (m.get(PROBLEM_FIELD) for m in metadata),
             )
             return
         # custom metrics: processor.aggregation (byom.custom_aggregates)
         self.builtin.add(scored.column("metrics"), skip=self.extras.custom_names)
-
-
-def subtask_of(metadata: str | None) -> str | None:
-    """A benchmark row's subtask, from its metadata (stages/benchmark_samples.py)."""
-    return json.loads(metadata).get(SUBTASK_FIELD) if metadata else None
 
 
 def scored_bleu_stats(loaded: LoadedRecipe) -> np.ndarray:
@@ -363,6 +360,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         config_general["subtasks"] = validation.get("subtasks")
         config_general["subtask_rows"] = tally.benchmark.subtask_rows()
         config_general["compat"] = recipe.evaluation.compat
+        config_general["samples"] = recipe.evaluation.samples
     if recipe.notes:
         config_general["notes"] = recipe.notes
     warnings = tally.clipped.warnings()

@@ -70,6 +70,7 @@ def run_validation(loaded: LoadedRecipe) -> tuple[ValidationOutcome, dict[str, A
             recipe.evaluation.task_options,
             counts,
             limit=recipe.run.limit,
+            samples=recipe.evaluation.samples,
         )
     content = lineage.ContentHasher(arrow_schema(schema))
 

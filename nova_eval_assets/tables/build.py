@@ -50,7 +50,7 @@ from nova_eval_assets.tables.schemas import (
     TIMESTAMP,
 )
 from nova_eval_assets.tables.writer import RunPartition
-from nova_eval_assets.tasks.base import SUBTASK_FIELD
+from nova_eval_assets.tasks.base import SUBTASK_FIELD, subtask_of_key
 from nova_eval_assets.tasks.registry import benchmark_task
 
 MAX_STRATUM_VALUES = 50
@@ -309,12 +309,6 @@ def overall_metric_rows(
             count = subtask_rows.get(subtask)
             rows += _section_rows(section, config, custom_aggregation, count, subtask)
     return rows
-
-
-def subtask_of_key(key: str) -> str | None:
-    """The subtask of a results key ``custom|<task>_<strategy>:<subtask>|0`` (else None)."""
-    name = key.split("|")[1] if key.count("|") == 2 else ""
-    return name.split(":", 1)[1] if ":" in name else None
 
 
 def _section_rows(

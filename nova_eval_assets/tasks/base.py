@@ -16,6 +16,8 @@ from typing import Any
 
 #: the metadata key (and table column) that holds a benchmark row's subtask
 SUBTASK_FIELD = "subtask"
+#: with evaluation.samples > 1: the metadata keys of a row's problem and sample number
+PROBLEM_FIELD, SAMPLE_FIELD = "problem", "sample"
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,15 @@ class HubSource:
         return "{subtask}" in self.files
 
 
-def mean_metric(name: str) -> tuple[str, str | None]:
-    """A metric aggregated as the plain mean over rows (with its stderr)."""
-    return (name, None)
+@dataclass(frozen=True)
+class PipelineTask:
+    """A task with stages of its own: gen_qa (the user's dataset, metrics/gen_qa.py) and
+    the judges (judge/). Declared here so that recipes pair it as Nova does."""
+
+    name: str
+    strategy: str
+    description: str
+    metric: str = "all"
 
 
 @dataclass(frozen=True)
@@ -198,3 +206,9 @@ def answer_index(value: Any, choices: int, name: str = "answer") -> int:
     if not 0 <= index < choices:
         raise FieldProblem(name, f"{value!r} is not one of the {choices} choices")
     return index
+
+
+def subtask_of_key(key: str) -> str | None:
+    """The subtask of a results key ``custom|<task>_<strategy>:<subtask>|0`` (else None)."""
+    name = key.split("|")[1] if key.count("|") == 2 else ""
+    return name.split(":", 1)[1] if ":" in name else None

@@ -256,8 +256,13 @@ def choice_metrics(
     compat_nova: bool,
     tokens: Sequence[tuple[str, Sequence[tuple[str, float]]]] | None,
 ) -> dict[str, float]:
-    """``accuracy`` and, where log probabilities were captured, ``confidence``."""
+    """``accuracy`` and, where log probabilities were captured, ``confidence``. Beyond
+    Nova's extraction (not under ``compat_nova``): an output that is the letter alone, as
+    ``inference.response_format: {type: choice, choices: [A, B, C, D]}`` makes it."""
     chosen = extract_choice(output, letters, compat_nova)
+    bare = output.strip().strip("()").strip()
+    if chosen is None and not compat_nova and len(bare) == 1 and bare.upper() in letters:
+        chosen = bare.upper()
     metrics = {"accuracy": float(chosen == gold_letter)}
     if tokens:
         metrics["confidence"] = letter_confidence(tokens, chosen, letters)

@@ -1,5 +1,6 @@
-"""The benchmark tasks: every module of this package that defines ``TASK`` (a
-:class:`BenchmarkTask`), found by name, so that a new task is one new module."""
+"""The tasks: every module of this package that defines ``TASK`` (a :class:`BenchmarkTask`,
+or a :class:`PipelineTask` for gen_qa and the judges), found by name, so that a new task is
+one new module."""
 
 from __future__ import annotations
 
@@ -8,24 +9,27 @@ import pkgutil
 from functools import cache
 
 from nova_eval_assets import tasks as _package
-from nova_eval_assets.tasks.base import BenchmarkTask
-
-#: Nova's tasks that are not benchmarks (their own pipelines: gen_qa, judge/)
-PIPELINE_TASKS = {"gen_qa": "gen_qa", "llm_judge": "judge", "mm_llm_judge": "judge"}
-PIPELINE_METRIC = "all"
+from nova_eval_assets.tasks.base import BenchmarkTask, PipelineTask
 
 
 @cache
-def benchmark_tasks() -> dict[str, BenchmarkTask]:
-    """evaluation.task -> task, for every module that defines ``TASK``."""
-    found: dict[str, BenchmarkTask] = {}
+def all_tasks() -> dict[str, BenchmarkTask | PipelineTask]:
+    """evaluation.task -> task, for every module that defines ``TASK``: gen_qa and the
+    judges first, then the benchmarks by name."""
+    found: dict[str, BenchmarkTask | PipelineTask] = {}
     for module in pkgutil.iter_modules(_package.__path__):
         task = getattr(importlib.import_module(f"{_package.__name__}.{module.name}"), "TASK", None)
-        if isinstance(task, BenchmarkTask):
-            if task.name in found or task.name in PIPELINE_TASKS:
+        if isinstance(task, BenchmarkTask | PipelineTask):
+            if task.name in found:
                 raise RuntimeError(f"two tasks are named {task.name!r}")
             found[task.name] = task
-    return dict(sorted(found.items()))
+    pipelines = [name for name in ("gen_qa", "llm_judge", "mm_llm_judge") if name in found]
+    return {name: found[name] for name in [*pipelines, *sorted(set(found) - set(pipelines))]}
+
+
+def benchmark_tasks() -> dict[str, BenchmarkTask]:
+    """evaluation.task -> task, for the benchmarks."""
+    return {name: t for name, t in all_tasks().items() if isinstance(t, BenchmarkTask)}
 
 
 def benchmark_task(name: str) -> BenchmarkTask | None:
@@ -34,7 +38,7 @@ def benchmark_task(name: str) -> BenchmarkTask | None:
 
 
 def task_names() -> list[str]:
-    return [*PIPELINE_TASKS, *benchmark_tasks()]
+    return list(all_tasks())
 
 
 def _listed(values: list[str]) -> str:
@@ -44,17 +48,15 @@ def _listed(values: list[str]) -> str:
 
 def task_problem(task: str) -> str | None:
     """Why evaluation.task names no task (None: it does), listing the tasks."""
-    if benchmark_task(task) is None and task not in PIPELINE_TASKS:
+    if task not in all_tasks():
         return f"{task!r} is not a task; allowed: {_listed(task_names())}"
     return None
 
 
 def nova_pairing(task: str) -> tuple[str, str]:
     """The (strategy, metric) Nova pairs with a known ``task``."""
-    benchmark = benchmark_task(task)
-    if benchmark is not None:
-        return benchmark.strategy, benchmark.metric
-    return PIPELINE_TASKS[task], PIPELINE_METRIC
+    known = all_tasks()[task]
+    return known.strategy, known.metric
 
 
 def subtask_problem(task: str, subtasks: list[str]) -> str | None:
