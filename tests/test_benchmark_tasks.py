@@ -130,6 +130,9 @@ def test_mmlu_scores_per_subtask_and_overall_as_worked_by_hand(
         "mmlu", "zs_cot", "accuracy")  # fmt: skip
     assert general["subtask_rows"] == {"astronomy": 3, "virology": 2}
     assert general["num_rejected_rows"] == 3
+    # what `nova-eval run` prints: a line per subtask
+    assert "| astronomy | 0.3333 | 0.3333 | 3 |" in done["report"]["summary_markdown"]
+    assert "| virology | 0.5000 | 0.5000 | 2 |" in done["report"]["summary_markdown"]
     # every input row is in the results or rejected with its line, field and reason
     layout = EvalLayout.for_recipe(done["loaded"])
     rejected = [json.loads(line) for line in Path(layout.rejected_rows).read_text().splitlines()]

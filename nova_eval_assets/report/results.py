@@ -7,6 +7,7 @@ from typing import Any
 
 from nova_eval_assets.metrics.classification import classification_markdown
 from nova_eval_assets.report.nova_export import NOVA_TASK_KEY
+from nova_eval_assets.tasks.base import subtask_of_key
 
 __all__ = [
     "classification_markdown",
@@ -58,6 +59,19 @@ def summary_markdown(metrics: dict[str, float | None], counts: dict[str, int]) -
     lines += [f"| {n} | {_fmt(v)} | {_fmt(s)} |" for n, v, s in metric_rows(metrics)]
     facts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())
     return "\n".join(lines) + f"\n\n{facts}\n"
+
+
+def subtask_markdown(
+    entries: dict[str, dict[str, float]], headline: str, rows: dict[str, int]
+) -> str:
+    """A benchmark's subtasks, one line each: the headline metric, its stderr, the rows."""
+    lines = [f"| subtask | {headline} | stderr | rows |", "|---|---:|---:|---:|"]
+    for key, values in entries.items():
+        subtask = subtask_of_key(key)
+        if subtask is not None:
+            value, stderr = values.get(headline), values.get(f"{headline}_stderr")
+            lines.append(f"| {subtask} | {_fmt(value)} | {_fmt(stderr)} | {rows.get(subtask, 0)} |")
+    return "\n" + "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def processor_markdown(processor: dict[str, Any]) -> str:

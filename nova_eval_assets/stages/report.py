@@ -30,6 +30,7 @@ from nova_eval_assets.report.results import (
     classification_markdown,
     processor_markdown,
     results_document,
+    subtask_markdown,
     summary_markdown,
 )
 from nova_eval_assets.stages.schemas import METRICS_SCHEMA
@@ -372,7 +373,11 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     storage.write_json(results_path, document)
     paths.update(results=results_path, examples=examples_path, rejected_rows=layout.rejected_rows)
     clean = document["results"]["all"]
-    summary = summary_markdown(clean, counts) + coverage_markdown(coverage)
+    summary = summary_markdown(clean, counts)
+    if entries is not None and tally.benchmark is not None:
+        task = tally.benchmark.task
+        summary += subtask_markdown(entries, task.headline, tally.benchmark.subtask_rows())
+    summary += coverage_markdown(coverage)
     summary += "".join(f"\nNote: {note}\n" for note in recipe.notes)
     summary += "".join(f"\nWarning: {warning}\n" for warning in warnings)
     if processor is not None:
