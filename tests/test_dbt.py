@@ -229,9 +229,7 @@ def test_dbt_build_on_the_tables_of_a_real_evaluation(make_recipe, tmp_path, mon
     finally:
         con.close()
 
-    # as a user runs it, from the root and from inside dbt_athena/, on the default root
-    expected = [("base", 4), ("challenger", 4)]
-    assert build_both_ways(tmp_path) == {"root": expected, "inside": expected}
+    # (as a user runs it from the root and from inside dbt_athena/: the test above)
 
     # the same build as Dagster runs it: the dbt models downstream of the tables
     project = dbt_project()
