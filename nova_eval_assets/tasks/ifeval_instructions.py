@@ -55,17 +55,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from functools import cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
-from nltk.tokenize.destructive import NLTKWordTokenizer
-from nltk.tokenize.punkt import (  # the flags are nltk's own, private, values
-    _ORTHO_BEG_UC,
-    _ORTHO_MID_LC,
-    PunktParameters,
-    PunktSentenceTokenizer,
-)
+
+if TYPE_CHECKING:
+    from nltk.tokenize.destructive import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
 
 LESS_THAN = "less than"
 AT_LEAST = "at least"
@@ -121,8 +118,19 @@ def count_words(text: str) -> int:
     return len(re.findall(r"\w+", text))
 
 
+# nltk is imported where it is first used: importing it takes seconds (it pulls in scipy and
+# scikit-learn), and every recipe load lists the tasks, this module among them
+
+
 @cache
 def _sentence_splitter() -> PunktSentenceTokenizer:
+    from nltk.tokenize.punkt import (  # the flags are nltk's own, private, values
+        _ORTHO_BEG_UC,
+        _ORTHO_MID_LC,
+        PunktParameters,
+        PunktSentenceTokenizer,
+    )
+
     params = PunktParameters()
     params.abbrev_types = set(_ABBREVIATIONS)
     for word in _SENTENCE_STARTERS:
@@ -140,14 +148,20 @@ def count_sentences(text: str) -> int:
     return len(split_sentences(text))
 
 
-_WORD_TOKENIZER = NLTKWordTokenizer()
+@cache
+def _word_tokenizer() -> NLTKWordTokenizer:
+    from nltk.tokenize.destructive import NLTKWordTokenizer
+
+    return NLTKWordTokenizer()
 
 
 def tokenize_words(text: str) -> list[str]:
     """``nltk.word_tokenize`` without its data: split into sentences, then Treebank-style
     word tokens per sentence (the tokenizer itself is regular expressions only)."""
     return [
-        token for sentence in split_sentences(text) for token in _WORD_TOKENIZER.tokenize(sentence)
+        token
+        for sentence in split_sentences(text)
+        for token in _word_tokenizer().tokenize(sentence)
     ]
 
 
