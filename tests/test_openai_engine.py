@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 
-from nova_eval_assets import resume, stages, storage
+from nova_eval_assets import stages, storage
 from nova_eval_assets.engines import create_engine
 from nova_eval_assets.engines.base import GenerationRequest, SamplingSettings
 from nova_eval_assets.layout import EvalLayout
-from tests.conftest import PROJECT, ticket_lines
+from tests.conftest import ticket_lines
 from tests.openai_servers import (
     BUNDLED,
     RecordingProxy,
@@ -183,60 +177,6 @@ def test_one_and_three_replicas_give_identical_rows_and_metrics(make_recipe, pro
     assert report_one["metrics"] == report_three["metrics"]
     assert report_three["counts"]["replicas"] == 3
     assert sorted(proxy.prompts()) == sorted([f"Say {w}." for w in WORDS[:10]] * 2)
-
-
-def worker(recipe: Path, pause: float) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.resume_worker", str(recipe), "0", str(pause)],
-        cwd=PROJECT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def test_kill_9_mid_run_then_resume_asks_only_unfinished_blocks(make_recipe, proxy):
-    lines = short_rows(12)  # 3 blocks of 4 rows (batch_size 1)
-    keys = openai_inference(proxy, top_logprobs=2, concurrency=1, batch_size=1)
-    killed = make_recipe(lines, name="killed", inference=keys)
-    straight = make_recipe(lines, name="straight", inference=keys)
-    prepare(killed)
-    prepare(straight)
-    output = EvalLayout.for_recipe(killed).inference(0, 1)
-    checkpoints = Path(resume.checkpoint_root(output))
-
-    process = worker(killed.path, pause=0.5)
-    try:
-        deadline = time.monotonic() + 120
-        while not list(checkpoints.rglob("block-*.arrow")):
-            assert process.poll() is None, process.communicate()[0]
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
-    finished = [storage.read_arrow(str(p)) for p in sorted(checkpoints.rglob("block-*.arrow"))]
-    done = {prompt for part in finished for prompt in part["prompt"].to_pylist()}
-    assert 4 <= len(done) < 12 and not storage.exists(output)
-
-    first_run = len(proxy.requests)
-    summary = stages.run_inference(killed, 0)
-    asked_again = proxy.prompts()[first_run:]
-    assert summary["resumed_blocks"] == len(finished)
-    assert not done & set(asked_again)  # no finished row was asked again
-    assert sorted(asked_again) == sorted({f"Say {w}." for w in WORDS[:12]} - done)
-
-    stages.run_inference(straight, 0)
-    resumed = storage.read_parquet(output).drop_columns(["latency_s"]).to_pylist()
-    reference = storage.read_parquet(EvalLayout.for_recipe(straight).inference(0, 1))
-    for a, b in zip(resumed, reference.drop_columns(["latency_s"]).to_pylist(), strict=True):
-        assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
 def test_throttled_requests_are_retried_after_retry_after(make_recipe, proxy):
