@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +24,7 @@ from nova_eval_assets.dataset import DatasetFileError
 from nova_eval_assets.preflight import run_preflight
 from nova_eval_assets.recipe import load_recipe
 from nova_eval_assets.stages.validation import run_validation
+from tests.conftest import PROJECT
 from tests.openai_servers import AnsweringServer
 
 MODEL = "instant"
@@ -357,3 +360,29 @@ def test_every_task_runs_end_to_end_on_the_bundled_model(tmp_path, monkeypatch, 
     assert all(value in (0.0, 1.0) for value in values)
     key = f"custom|{task}_{evaluation['strategy']}|0"
     assert results[key][metric] == pytest.approx(sum(values) / len(values))
+
+
+def test_loading_a_recipe_lists_the_tasks_without_importing_their_heavy_libraries(tmp_path):
+    # every recipe load (each CLI run, each replica process) lists the tasks: a task module
+    # that imports nltk or torch at its top costs every one of them seconds
+    recipe = tmp_path / "ifeval.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "run": {"name": "i", "model_name_or_path": "m", "data_s3_path": ""},
+                "evaluation": {"task": "ifeval", "strategy": "zs", "metric": "accuracy"},
+            }
+        )
+    )
+    probe = (
+        "import sys\n"
+        "from nova_eval_assets.recipe import load_recipe\n"
+        "from nova_eval_assets.tasks.registry import all_tasks\n"
+        f"load_recipe({str(recipe)!r}); assert 'ifeval' in all_tasks()\n"
+        "print(sorted({'nltk', 'torch', 'transformers', 'sklearn', 'scipy'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
