@@ -70,6 +70,8 @@ class DatasetSchema:
     name: str
     required: tuple[str, ...]
     optional: tuple[str, ...]
+    # a format whose lines become another schema's rows (rft_eval's RFT lines: gen_qa rows)
+    rows_as: DatasetSchema | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -101,10 +103,20 @@ JUDGE = DatasetSchema(
     required=("prompt", "response_A", "response_B"),
     optional=("system", "metadata", IMAGES),
 )
+# rft_eval: OpenAI's reinforcement fine-tuning lines, read into gen_qa rows (check_rft_row)
+RFT = DatasetSchema(
+    "rft", required=("messages", "reference_answer"), optional=("id",), rows_as=GEN_QA
+)
 # mm_llm_judge rows are judge rows: Nova's format lists images among its required fields,
 # but here they stay optional, so a judge dataset joined from gen_qa recipes may mix rows
 # with and without images (the judge then shows a row's images when it has some)
-SCHEMAS = {"gen_qa": GEN_QA, "llm_judge": JUDGE, "mm_llm_judge": JUDGE}
+SCHEMAS = {
+    "gen_qa": GEN_QA,
+    "llm_judge": JUDGE,
+    "mm_llm_judge": JUDGE,
+    "rubric_llm_judge": JUDGE,
+    "rft_eval": RFT,
+}
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,7 @@ class DatasetError(ValueError):
 def arrow_schema(schema: DatasetSchema) -> pa.Schema:
     """Row index, line and the schema's fields, strings except ``images`` (optional): a
     ``list<string>`` of data URIs, null when the row has none."""
+    schema = schema.rows_as or schema
     columns = [pa.field("row_index", pa.int64(), nullable=False), pa.field("line", pa.int64())]
     columns += [pa.field(name, pa.string(), nullable=False) for name in schema.required]
     columns += [
@@ -212,6 +225,8 @@ def check_row(
     line_number: int, text: str, schema: DatasetSchema, metadata_format: str
 ) -> tuple[dict[str, str | list[str] | None] | None, list[Problem]]:
     """One line: the parsed row, or the problems that reject it."""
+    if schema is RFT:
+        return check_rft_row(line_number, text)
     try:
         obj = parse_strict_json(text)
     except json.JSONDecodeError as exc:
@@ -262,6 +277,98 @@ def check_row(
                 )
             )
     return (None, problems) if problems else (row, [])
+
+
+def check_rft_row(
+    line_number: int, text: str
+) -> tuple[dict[str, str | list[str] | None] | None, list[Problem]]:
+    """One RFT line (``{"messages": [system?, user], "reference_answer": <any JSON>,
+    "id"?}``, text only, one user turn) as a gen_qa row: the user's text as ``query``, the
+    system's as ``system``, ``reference_answer`` as its JSON text in ``response`` and the
+    ``id`` in ``metadata`` (``{"id": ...}``). A message's content is a string, or a list of
+    ``{"type": "text", "text": ...}`` parts, joined with newlines."""
+    try:
+        obj = parse_strict_json(text)
+    except json.JSONDecodeError as exc:
+        return None, [Problem(line_number, None, f"invalid JSON: {exc.msg} at column {exc.colno}")]
+    except StrictJsonError as exc:
+        return None, [Problem(line_number, None, str(exc))]
+    if not isinstance(obj, dict):
+        return None, [Problem(line_number, None, f"expected a JSON object, got {_kind(obj)}")]
+    problems = [
+        Problem(line_number, key, f"unknown field; allowed: {', '.join(RFT.fields)}")
+        for key in obj
+        if key not in RFT.fields
+    ]
+    if "reference_answer" not in obj:
+        problems.append(Problem(line_number, "reference_answer", "missing required field"))
+    sample_id = obj.get("id")
+    if "id" in obj and not (
+        (isinstance(sample_id, str) and sample_id.strip())
+        or (isinstance(sample_id, int) and not isinstance(sample_id, bool))
+    ):
+        problems.append(Problem(line_number, "id", "must be a non-empty string or an integer"))
+    texts, message_problems = _rft_messages(line_number, obj.get("messages"), "messages" in obj)
+    problems += message_problems
+    if problems:
+        return None, problems
+    row: dict[str, str | list[str] | None] = {
+        "query": texts["user"],
+        "response": json.dumps(obj["reference_answer"], ensure_ascii=False),
+        "system": texts.get("system"),
+        "metadata": json.dumps({"id": str(sample_id)}) if "id" in obj else None,
+        IMAGES: None,
+    }
+    return row, []
+
+
+def _rft_messages(
+    line_number: int, messages: object, present: bool
+) -> tuple[dict[str, str], list[Problem]]:
+    """{role: text} of an RFT line's messages (an optional system message, then one user
+    message), or the problems."""
+
+    def problem(reason: str) -> tuple[dict[str, str], list[Problem]]:
+        return {}, [Problem(line_number, "messages", reason)]
+
+    if not present or messages is None:
+        return problem("missing required field" if not present else "must not be null")
+    if not isinstance(messages, list) or not messages:
+        return problem(f"must be a non-empty list of messages, got {_kind(messages)}")
+    texts: dict[str, str] = {}
+    roles = []
+    for position, message in enumerate(messages):
+        where = f"message {position}"
+        if not isinstance(message, dict) or set(message) - {"role", "content"}:
+            return problem(f"{where}: expected an object with role and content only")
+        role, content = message.get("role"), message.get("content")
+        if role not in ("system", "user"):
+            return problem(
+                f"{where}: role {json.dumps(role)}; an RFT evaluation line has an optional "
+                "system message and one user message (no assistant turn: the model answers)"
+            )
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if not isinstance(part, dict) or part.get("type") != "text":
+                    return problem(
+                        f'{where}: content parts must be {{"type": "text", "text": ...}} '
+                        "(RFT evaluation takes text only)"
+                    )
+                if not isinstance(part.get("text"), str):
+                    return problem(f"{where}: a text part's text must be a string")
+                parts.append(part["text"])
+            content = "\n".join(parts)
+        if not isinstance(content, str) or not content.strip():
+            return problem(f"{where}: content must be non-empty text")
+        roles.append(role)
+        texts[role] = content
+    if roles not in (["user"], ["system", "user"]):
+        return problem(
+            f"roles {roles}: expected one user message, after an optional system message "
+            "(RFT evaluation takes single-turn conversations)"
+        )
+    return texts, []
 
 
 class StrictJsonError(ValueError):
@@ -505,7 +612,7 @@ def validate_batches(
         else:
             pending["row_index"].append(outcome.valid_rows)
             pending["line"].append(line_number)
-            for name in schema.fields:
+            for name in (schema.rows_as or schema).fields:
                 pending[name].append(row.get(name))
             outcome.valid_rows += 1
             outcome.rows_with_images += bool(row.get(IMAGES))

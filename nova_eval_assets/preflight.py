@@ -156,7 +156,9 @@ def _parts(loaded: LoadedRecipe) -> list[_Part]:
     if processor is not None and processor.lambda_arn:
         match = LAMBDA_ARN_PATTERN.match(processor.lambda_arn)
         region = match.group("region") if match else None
-        parts.append(_Part("processor.lambda_arn", processor.lambda_arn, "lambda", region))
+        key = "rl_env.reward_lambda_arn" if recipe.rl_env is not None else "processor.lambda_arn"
+        options = {"reward": processor.is_reward_function}
+        parts.append(_Part(key, processor.lambda_arn, "lambda", region, options))
 
     inference = recipe.inference
     if recipe.evaluation.is_judge:  # a judge recipe generates nothing: only its judge runs
@@ -487,7 +489,20 @@ def _check_lambda(part: _Part, aws: _Aws, timeout_s: float) -> CheckResult:
         return _failer(part)(
             f"Invoke DryRun on {part.resource} answered {status}, not 204; check the function"
         )
-    return _ok(part, f"{part.resource} may be invoked (Invoke DryRun: 204)")
+    note = reward_name_note(part.resource) if part.options.get("reward") else ""
+    return _ok(part, f"{part.resource} may be invoked (Invoke DryRun: 204){note}")
+
+
+def reward_name_note(arn: str) -> str:
+    """A warning for a reward function Nova on SageMaker HyperPod would refuse: its name
+    must contain 'SageMaker', in that casing (the Nova Forge SDK's check); "" otherwise."""
+    name = arn.split(":function:", 1)[-1].split(":", 1)[0]
+    if "SageMaker" in name:
+        return ""
+    return (
+        f"; warning: Nova on SageMaker HyperPod refuses a reward function whose name lacks "
+        f"'SageMaker' (exact casing), as {name!r} does; rename it to run the same recipe there"
+    )
 
 
 # ---------------------------------------------------------------- Bedrock

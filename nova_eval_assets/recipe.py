@@ -380,6 +380,8 @@ class ProcessorConfig(_Section):
     timeout_s: float = Field(default=60.0, gt=0.0, le=900.0)
     concurrency: int | None = Field(default=None, ge=1, le=256)
     max_retries: int = Field(default=4, ge=0, le=20)
+    # extension: samples per call of a reward function (lambda_type rft)
+    reward_batch_size: int = Field(default=16, ge=1, le=1000)
 
     @field_validator("lambda_arn", "handler")
     @classmethod
@@ -417,12 +419,42 @@ class ProcessorConfig(_Section):
     def _one_target(self) -> ProcessorConfig:
         if self.lambda_arn and self.handler:
             raise ValueError("set lambda_arn or handler, not both")
+        if self.preset_reward_function is not None:
+            if self.target:
+                raise ValueError(
+                    "preset_reward_function is a reward function of its own: set it or "
+                    "lambda_arn / handler, not both"
+                )
+            if self.lambda_type != "rft":
+                raise ValueError(
+                    "preset_reward_function is a reward function: set lambda_type: rft"
+                )
+        if self.is_reward_function and not self.postprocessing.enabled:
+            raise ValueError(
+                "a reward function (lambda_type: rft) runs as the postprocessing step: set "
+                "processor.postprocessing.enabled: true"
+            )
+        if self.is_reward_function and self.preprocessing.enabled:
+            raise ValueError(
+                "a reward function (lambda_type: rft) scores answers and does not "
+                "preprocess: set processor.preprocessing.enabled: false"
+            )
         return self
 
     @property
     def target(self) -> str | None:
         """The processor to call, or None (Nova's empty lambda_arn: no processor)."""
         return self.lambda_arn or self.handler
+
+    @property
+    def is_active(self) -> bool:
+        """A processor to call, or a preset reward function to run."""
+        return bool(self.target or self.preset_reward_function)
+
+    @property
+    def is_reward_function(self) -> bool:
+        """A reward function (Nova's RFT contract) rather than a BYOM processor."""
+        return self.lambda_type == "rft" and self.is_active
 
     @property
     def idle_note(self) -> str | None:
@@ -432,11 +464,67 @@ class ProcessorConfig(_Section):
             for stage in ("preprocessing", "postprocessing")
             if getattr(self, stage).enabled
         ]
-        if self.target or not enabled:
+        if self.is_active or not enabled:
             return None
         return (
             f"{' and '.join(enabled)} is true but processor.lambda_arn is empty: no processor "
             "ran, only the built-in metrics (as Nova does with an empty lambda_arn)"
+        )
+
+
+class RlEnvConfig(_Section):
+    """Nova 2.0's RFT evaluation (``rft_eval``): the reward function that scores the answers,
+    called with Nova's RFT contract (nova_eval_assets/byom/rewards.py)."""
+
+    reward_lambda_arn: str | None = None  # "" (Nova's placeholder left empty): none
+    # extension: a local function, 'path/to/file.py:function' or 'package.module:function',
+    # called as Lambda would call it (as processor.handler is for BYOM)
+    handler: str | None = None
+    # extensions: samples per call, and the runner's limits (as for processor)
+    batch_size: int = Field(default=16, ge=1, le=1000)
+    timeout_s: float = Field(default=300.0, gt=0.0, le=900.0)
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    max_error_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("reward_lambda_arn", "handler")
+    @classmethod
+    def _blank_target_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("reward_lambda_arn")
+    @classmethod
+    def _is_function_arn(cls, value: str | None) -> str | None:
+        return ProcessorConfig._is_function_arn(value)
+
+    @field_validator("handler")
+    @classmethod
+    def _is_handler_spec(cls, value: str | None) -> str | None:
+        return ProcessorConfig._is_handler_spec(value)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RlEnvConfig:
+        if self.reward_lambda_arn and self.handler:
+            raise ValueError("set reward_lambda_arn or handler, not both")
+        if not (self.reward_lambda_arn or self.handler):
+            raise ValueError(
+                "rl_env names no reward function: set reward_lambda_arn (a Lambda function "
+                "ARN) or handler (a local function, 'path/to/file.py:function')"
+            )
+        return self
+
+    def as_processor(self) -> ProcessorConfig:
+        """The reward function as the processor that runs it (postprocessing, rft)."""
+        return ProcessorConfig(
+            lambda_arn=self.reward_lambda_arn,
+            handler=self.handler,
+            lambda_type="rft",
+            postprocessing=StageSwitch(enabled=True),
+            timeout_s=self.timeout_s,
+            concurrency=self.concurrency,
+            max_retries=self.max_retries,
+            max_error_rate=self.max_error_rate,
+            reward_batch_size=self.batch_size,
         )
 
 
@@ -611,6 +699,7 @@ class Recipe(_Section):
     classification: ClassificationConfig | None = None  # extension
     analysis: AnalysisConfig = AnalysisConfig()
     judge: JudgeConfig | None = None  # extension: llm_judge / mm_llm_judge recipes only
+    rl_env: RlEnvConfig | None = None  # rft_eval: the reward function
     schedule: ScheduleConfig | None = None  # extension: cron + timezone of a recurring run
 
     @model_validator(mode="after")
@@ -660,27 +749,46 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _processor_fits_task(self) -> Recipe:
-        config = self.processor
-        if config is None or config.target is None:
+        task = self.evaluation.task
+        if task == "rft_eval":
+            if self.rl_env is None:
+                raise ValueError(
+                    "an rft_eval recipe names its reward function in rl_env: "
+                    "rl_env.reward_lambda_arn (or rl_env.handler, a local function)"
+                )
+            if self.processor is not None and self.processor.is_active:
+                raise ValueError(
+                    "an rft_eval recipe's reward function is rl_env's; leave processor out"
+                )
             return self
-        if config.lambda_type == "rft":
+        if self.rl_env is not None:
             raise ValueError(
-                "processor.lambda_type 'rft' names a reward function for RFT evaluation "
-                "(Nova's rft_eval task, which scores rollouts as rewards); a "
-                f"{self.evaluation.task} recipe's processor computes custom metrics: set "
-                "processor.lambda_type: custom_metrics (or leave processor.lambda_arn empty)"
+                f"rl_env names the reward function of an rft_eval recipe; a {task} recipe "
+                "leaves it out (on gen_qa: processor.lambda_type: rft)"
             )
-        if config.preset_reward_function is not None:
+        config = self.processor
+        if config is None or not config.is_active:
+            return self
+        if config.lambda_type == "rft" and task != "gen_qa":
             raise ValueError(
-                "processor.preset_reward_function is for Nova's RFT evaluation (rft_eval); "
-                f"a {self.evaluation.task} recipe leaves it empty"
+                "processor.lambda_type 'rft' names a reward function, which scores gen_qa "
+                f"answers (or use task rft_eval with rl_env); a {task} recipe's processor "
+                "computes custom metrics: set processor.lambda_type: custom_metrics (or leave "
+                "processor.lambda_arn empty)"
+            )
+        if config.preset_reward_function is not None and task != "gen_qa":
+            raise ValueError(
+                "processor.preset_reward_function is a reward function for gen_qa answers; "
+                f"a {task} recipe leaves it empty"
             )
         return self
 
     @property
     def active_processor(self) -> ProcessorConfig | None:
-        """The processor section when it names a processor to call; else None."""
-        return self.processor if self.processor and self.processor.target else None
+        """The processor to call (rft_eval: its reward function); else None."""
+        if self.evaluation.task == "rft_eval" and self.rl_env is not None:
+            return self.rl_env.as_processor()
+        return self.processor if self.processor and self.processor.is_active else None
 
     @property
     def notes(self) -> list[str]:

@@ -7,7 +7,7 @@ counts the calls made so far with this same event (1 for the first). Replies say
 Lambda service would answer: the function's result, a function error (the function raised;
 HTTP 200 with ``X-Amz-Function-Error``), throttling (HTTP 429
 ``TooManyRequestsException``), a service error (HTTP 500 ``ServiceException``), a raw
-payload, or a delay before answering.
+payload, or a delay before answering. A ``DryRun`` invocation of a known function answers 204.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class FakeLambda:
     def __init__(self) -> None:
         self.functions: dict[str, Callable[[Any, int], Reply]] = {}
         self.requests: list[tuple[str, Any]] = []
+        self.dry_runs: list[str] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._attempts: Counter[tuple[str, str]] = Counter()
@@ -122,7 +123,8 @@ class FakeLambda:
             name = name.split(":function:")[1].split(":")[0]
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
         event = json.loads(body) if body else None
-        if request.headers.get("X-Amz-Invocation-Type", "RequestResponse") != "RequestResponse":
+        invocation = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        if invocation not in ("RequestResponse", "DryRun"):
             self._send(request, service_error(400, "InvalidParameterValueException", "sync only"))
             return
         behaviour = self.functions.get(name)
@@ -131,6 +133,10 @@ class FakeLambda:
                 request,
                 service_error(404, "ResourceNotFoundException", f"Function not found: {name}"),
             )
+            return
+        if invocation == "DryRun":  # Lambda: 204, the caller may invoke it; nothing runs
+            self.dry_runs.append(name)
+            self._send(request, Reply(status=204, payload=b""))
             return
         with self._lock:
             self.requests.append((name, event))

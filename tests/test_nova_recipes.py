@@ -225,12 +225,20 @@ def test_validate_cli_reports_the_missing_channel(tmp_path, monkeypatch, capsys)
 HANDLER = "processor:\n  handler: p.py:handler\n  postprocessing:\n    enabled: true\n"
 
 
-def test_rft_lambda_type_with_a_processor_on_gen_qa_is_an_error():
-    message = error_for(VALID + HANDLER + "  lambda_type: rft\n")
-    assert "lambda_type 'rft'" in message and "RFT evaluation" in message
-    assert "set processor.lambda_type: custom_metrics" in message
-    recipe = parse_recipe(VALID + HANDLER + "  lambda_type: custom_metrics\n")
-    assert recipe.active_processor is not None
+def test_rft_lambda_type_makes_a_gen_qa_processor_a_reward_function_and_only_there():
+    recipe = parse_recipe(VALID + HANDLER + "  lambda_type: rft\n")
+    assert recipe.active_processor is not None and recipe.active_processor.is_reward_function
+    custom = parse_recipe(VALID + HANDLER + "  lambda_type: custom_metrics\n")
+    assert custom.active_processor is not None
+    assert not custom.active_processor.is_reward_function
+    judge = VALID.replace("task: gen_qa", "task: llm_judge").replace(
+        "strategy: gen_qa", "strategy: judge"
+    )
+    message = error_for(judge + HANDLER + "  lambda_type: rft\n")
+    assert "processor.lambda_type 'rft' names a reward function" in message
+    assert "a llm_judge recipe's processor computes custom metrics" in message
+    message = error_for(VALID + HANDLER.replace("true", "false") + "  lambda_type: rft\n")
+    assert "runs as the postprocessing step" in message
 
 
 def test_lambda_type_outside_its_enum_names_the_allowed_values():
@@ -239,11 +247,20 @@ def test_lambda_type_outside_its_enum_names_the_allowed_values():
     assert "'custom_metrics'" in message and "'rft'" in message
 
 
-def test_preset_reward_function_is_for_rft_only():
+def test_preset_reward_function_is_a_reward_function_of_its_own():
     empty = parse_recipe(VALID + 'processor:\n  lambda_arn: ""\n  preset_reward_function: ""\n')
     assert empty.processor is not None and empty.processor.preset_reward_function is None
-    message = error_for(VALID + HANDLER + "  preset_reward_function: prime_math\n")
-    assert "preset_reward_function is for Nova's RFT evaluation" in message
+    assert empty.active_processor is None
+    preset = "processor:\n  preset_reward_function: prime_math\n  lambda_type: rft\n"
+    postprocessing = "  postprocessing:\n    enabled: true\n"
+    recipe = parse_recipe(VALID + preset + postprocessing)
+    assert recipe.active_processor is not None and recipe.active_processor.is_reward_function
+    message = error_for(
+        VALID + HANDLER + "  preset_reward_function: prime_math\n  lambda_type: rft\n"
+    )
+    assert "set it or lambda_arn / handler, not both" in message
+    message = error_for(VALID + preset.replace("rft", "custom_metrics") + postprocessing)
+    assert "preset_reward_function is a reward function: set lambda_type: rft" in message
     message = error_for(VALID + "processor:\n  preset_reward_function: prime_physics\n")
     assert "'prime_math'" in message and "'prime_code'" in message
 

@@ -108,7 +108,10 @@ def write_recipe(tmp_path: Path) -> Callable[..., LoadedRecipe]:
                 "output_s3_path": str(tmp_path / "outputs"),
                 **(run or {}),
             },
-            "evaluation": {"task": task, "strategy": "gen_qa" if task == "gen_qa" else "judge"},
+            "evaluation": {
+                "task": task,
+                "strategy": task if task in ("gen_qa", "rft_eval") else "judge",
+            },
             **sections,
         }
         path = tmp_path / "tiny.yaml"
@@ -339,6 +342,31 @@ def test_lambda_dry_run_204_is_ok(dummy_aws, write_recipe):
         == f"processor.lambda_arn: {LAMBDA_ARN} may be invoked (Invoke DryRun: 204)"
     )
     assert ("lambda", "us-west-2") in clients.asked  # the ARN's region
+
+
+@pytest.mark.parametrize(
+    ("name", "warned"), [("reward-grader", True), ("SageMaker-reward-grader", False)]
+)
+def test_a_reward_lambda_is_dry_run_and_a_name_nova_would_refuse_is_flagged(
+    dummy_aws, write_recipe, name, warned
+):
+    arn = f"arn:aws:lambda:us-west-2:123456789012:function:{name}"
+    client, stub = stubbed("lambda", "us-west-2")
+    stub.add_response(
+        "invoke", {"StatusCode": 204}, {"FunctionName": arn, "InvocationType": "DryRun"}
+    )
+    sts, sts_stubber = sts_stub()
+    loaded = write_recipe(task="rft_eval", rl_env={"reward_lambda_arn": arn})
+    with stub, sts_stubber:
+        results = run_preflight(loaded, clients=Clients(**{"lambda": client, "sts": sts}))
+        stub.assert_no_pending_responses()
+    checked = by_key(results)["rl_env.reward_lambda_arn"]
+    assert checked.ok
+    assert checked.message.startswith(
+        f"rl_env.reward_lambda_arn: {arn} may be invoked (Invoke DryRun: 204)"
+    )
+    # the Nova Forge SDK refuses such a name on SageMaker HyperPod: said, not failed
+    assert ("lacks 'SageMaker' (exact casing)" in checked.message) is warned
 
 
 @pytest.mark.parametrize(

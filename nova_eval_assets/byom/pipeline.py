@@ -19,6 +19,7 @@ Plain functions and classes over Arrow tables, record batches and row dicts, cal
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -27,6 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nova_eval_assets import resume
+from nova_eval_assets.byom.rewards import RewardFunction, RewardOutcome, reward_sample
 from nova_eval_assets.byom.runner import CallResult, ProcessorRunner, check_error_rate
 from nova_eval_assets.metrics.classification import LabelCounts, extract_label
 from nova_eval_assets.metrics.custom import aggregate_custom
@@ -41,6 +44,17 @@ def runner_for(loaded: LoadedRecipe) -> ProcessorRunner:
     config = loaded.recipe.active_processor
     assert config is not None
     return ProcessorRunner.from_config(config, loaded.path.parent)
+
+
+def reward_function_for(loaded: LoadedRecipe) -> RewardFunction | None:
+    """The recipe's reward function (rft_eval's rl_env, or a gen_qa processor of
+    lambda_type rft, or a preset); None when it has none."""
+    config = loaded.recipe.active_processor
+    if config is None or not config.is_reward_function:
+        return None
+    if config.preset_reward_function is not None:
+        return RewardFunction(preset=config.preset_reward_function)
+    return RewardFunction(runner_for(loaded), batch_size=config.reward_batch_size)
 
 
 def preprocessing_enabled(loaded: LoadedRecipe) -> bool:
@@ -156,6 +170,33 @@ def _custom_metrics(
     return pairs, None
 
 
+_REWARD_COLUMNS = ("custom_metrics", "postprocess_error", "postprocess_seconds")
+_REWARD_CHECKPOINT = pa.schema(
+    [
+        pa.field("row_index", pa.int64()),
+        pa.field("custom_metrics", pa.map_(pa.string(), pa.float64())),
+        pa.field("postprocess_error", pa.string()),
+        pa.field("postprocess_seconds", pa.float64()),
+    ]
+)
+
+
+def _metadata_of(row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        parsed = json.loads(row.get("metadata") or "{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _sample_id(row: dict[str, Any], metadata: dict[str, Any], from_dataset: bool) -> str:
+    """The id the reward function sees: an rft_eval line's own ``id``, else the row's
+    index."""
+    if from_dataset and "id" in metadata:
+        return str(metadata["id"])
+    return str(row["row_index"])
+
+
 #: a scored row's built-in metric names, which custom metrics must not take
 BUILTIN_METRICS = (*PER_EXAMPLE_METRICS, "bleu")
 
@@ -164,21 +205,30 @@ class ReplicaExtras:
     """The processor and classification columns of one replica, scored batch by batch, and
     the postprocessing summary over every batch (:meth:`summary`)."""
 
-    def __init__(self, loaded: LoadedRecipe):
+    def __init__(self, loaded: LoadedRecipe, checkpoints: resume.BlockCheckpoints | None = None):
         self.loaded = loaded
-        self.runner = runner_for(loaded) if postprocessing_enabled(loaded) else None
+        self.rewards = reward_function_for(loaded)
+        self.runner = (
+            runner_for(loaded) if self.rewards is None and postprocessing_enabled(loaded) else None
+        )
+        # a reward function's answers, saved per batch: a rerun after a crash does not call
+        # it again for the batches it already scored
+        self.checkpoints = checkpoints if self.rewards is not None else None
         self.postprocessed = 0
         self.errors = 0
         self.wall_seconds = 0.0
         self.call_seconds = 0.0
         self.first_errors: list[dict[str, Any]] = []
 
-    def score(self, outputs: pa.RecordBatch, scored: Sequence[bool]) -> dict[str, list[Any]]:
+    def score(
+        self, outputs: pa.RecordBatch, scored: Sequence[bool], batch_index: int = 0
+    ) -> dict[str, list[Any]]:
         """Per-row processor and classification columns for one batch of the replica.
 
-        ``outputs`` has the columns ``row_index``, ``prompt``, ``gold`` and ``prediction``;
-        a row becomes a Python dict only for the processor (classification reads two
-        columns: at a million rows the dicts cost more than the labels).
+        ``outputs`` has the columns ``row_index``, ``prompt``, ``gold`` and ``prediction``
+        (and ``system`` and ``metadata`` for a reward function); a row becomes a Python
+        dict only for the processor (classification reads two columns: at a million rows
+        the dicts cost more than the labels).
         """
         n = outputs.num_rows
         columns: dict[str, list[Any]] = {
@@ -192,6 +242,8 @@ class ReplicaExtras:
         }
         if self.runner is not None:
             self._postprocess(outputs.to_pylist(), scored, columns)
+        if self.rewards is not None:
+            self._reward(outputs, scored, columns, batch_index)
         config = self.loaded.recipe.classification
         if config is not None:
             golds = outputs.column("gold").to_pylist()
@@ -211,6 +263,65 @@ class ReplicaExtras:
                 columns["label_valid"][i] = pred.valid
                 columns["label_problem"][i] = pred.problem
         return columns
+
+    def _reward(
+        self,
+        outputs: pa.RecordBatch,
+        scored: Sequence[bool],
+        columns: dict[str, list[Any]],
+        batch_index: int,
+    ) -> None:
+        saved = None
+        if self.checkpoints is not None:
+            saved = self.checkpoints.load(batch_index, outputs.column("row_index"))
+        if saved is not None:
+            for name in _REWARD_COLUMNS:
+                columns[name] = saved.column(name).to_pylist()
+            columns["custom_metrics"] = [m or [] for m in columns["custom_metrics"]]
+        else:
+            assert self.rewards is not None
+            rows = outputs.to_pylist()
+            todo = [i for i in range(len(rows)) if scored[i]]
+            started = time.perf_counter()
+            reward_rft = self.loaded.recipe.evaluation.task == "rft_eval"
+            metadata = [_metadata_of(rows[i]) for i in todo]
+            samples = [
+                reward_sample(
+                    _sample_id(rows[i], meta, reward_rft),
+                    rows[i].get("system"),
+                    rows[i]["prompt"],
+                    rows[i]["prediction"] or "",
+                    json.loads(rows[i]["gold"]) if reward_rft else rows[i]["gold"],
+                )
+                for i, meta in zip(todo, metadata, strict=True)
+            ]
+            outcomes: list[RewardOutcome] = self.rewards.score(samples, metadata)
+            self.wall_seconds += time.perf_counter() - started
+            for i, outcome in zip(todo, outcomes, strict=True):
+                columns["custom_metrics"][i] = outcome.metrics
+                columns["postprocess_error"][i] = outcome.error
+                columns["postprocess_seconds"][i] = outcome.seconds
+            if self.checkpoints is not None:
+                self.checkpoints.save(
+                    batch_index,
+                    pa.table(
+                        {
+                            "row_index": outputs.column("row_index"),
+                            **{name: columns[name] for name in _REWARD_COLUMNS},
+                        },
+                        schema=_REWARD_CHECKPOINT,
+                    ),
+                )
+        todo_count = sum(bool(x) for x in scored)
+        errors = columns["postprocess_error"]
+        self.postprocessed += todo_count
+        self.errors += sum(e is not None for e in errors)
+        self.call_seconds += sum(s or 0.0 for s in columns["postprocess_seconds"])
+        self.first_errors += first_errors(
+            outputs.column("row_index").to_pylist(),
+            errors,
+            MAX_LISTED_ERRORS - len(self.first_errors),
+        )
 
     def _postprocess(
         self,
@@ -252,10 +363,11 @@ class ReplicaExtras:
 
     def summary(self) -> dict[str, Any]:
         """The postprocessing counts and timings of every batch (empty when it is off)."""
-        if self.runner is None:
+        if self.runner is None and self.rewards is None:
             return {}
+        target = self.rewards.target if self.rewards is not None else self.runner.target  # type: ignore[union-attr]
         return {
-            "processor": self.runner.target,
+            "processor": target,
             "postprocessed": self.postprocessed,
             "postprocess_errors": self.errors,
             "postprocess_seconds": round(self.wall_seconds, 4),
@@ -352,8 +464,13 @@ def processor_section(loaded: LoadedRecipe, tally: ExtrasTally) -> dict[str, Any
     pre_errors = tally.set_counts["preprocess_error"]
     post_errors = tally.set_counts["postprocess_error"]
     return {
-        "target": config.lambda_arn or config.handler,
-        "kind": "lambda" if config.lambda_arn else "local",
+        "target": config.lambda_arn or config.handler or config.preset_reward_function,
+        "kind": "lambda"
+        if config.lambda_arn
+        else "preset"
+        if config.preset_reward_function
+        else "local",
+        "reward_function": config.is_reward_function,
         "preprocessing": config.preprocessing.enabled,
         "postprocessing": config.postprocessing.enabled,
         "aggregation": config.aggregation,
@@ -392,6 +509,24 @@ def classification_section(loaded: LoadedRecipe, tally: ExtrasTally) -> dict[str
         "gold_invalid": tally.gold_invalid,
         **tally.labels.report(labels=config.labels),
     }
+
+
+def reward_fingerprint(loaded: LoadedRecipe) -> str:
+    """What a reward function's answers depend on beyond the rows: which function it is
+    (and a local handler file's content), how it is called."""
+    config = loaded.recipe.active_processor
+    if config is None or not config.is_reward_function:
+        return ""
+    return json.dumps(
+        [
+            config.lambda_arn,
+            config.handler,
+            config.preset_reward_function,
+            processor_fingerprint(loaded),
+            config.reward_batch_size,
+            loaded.recipe.evaluation.task,
+        ]
+    )
 
 
 def processor_fingerprint(loaded: LoadedRecipe) -> str | None:

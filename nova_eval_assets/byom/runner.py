@@ -85,6 +85,8 @@ ARN_PATTERN = re.compile(
 )
 
 Handler = Callable[[Any, Any], Any]
+#: an answer -> (validated body, None) or (None, why it is malformed)
+AnswerReader = Callable[[Any], tuple[Any, str | None]]
 
 
 class ProcessorConfigError(ValueError):
@@ -321,18 +323,23 @@ class ProcessorRunner:
 
     def call(self, event: dict[str, Any]) -> CallResult:
         """One event, with the timeout, retries and error recording described above."""
-        started = time.perf_counter()
         process_type = event["process_type"]
+        return self.invoke(event, lambda answer: read_answer(answer, process_type))
+
+    def invoke(self, event: Any, read: AnswerReader) -> CallResult:
+        """``event`` (any JSON) to the function, its answer through ``read``, with the
+        timeout, retries and error recording described above (BYOM calls, reward calls)."""
+        started = time.perf_counter()
         if self.handler is not None:
-            result = self._call_local(event, process_type)
+            result = self._call_local(event, read)
         else:
-            result = self._call_lambda(event, process_type)
+            result = self._call_lambda(event, read)
         result.seconds = time.perf_counter() - started
         return result
 
     # ------------------------------------------------------------ local handler
 
-    def _call_local(self, event: dict[str, Any], process_type: str) -> CallResult:
+    def _call_local(self, event: Any, read: AnswerReader) -> CallResult:
         payload = json.loads(json.dumps(event))  # what Lambda would hand the function
         box: dict[str, Any] = {}
         context = LocalContext(self.name, self.timeout_s)
@@ -355,7 +362,7 @@ class ProcessorRunner:
             answer = _json_round_trip(box.get("answer"), "the answer")
         except ProcessorError as exc:
             return CallResult(error=f"malformed answer: {exc}")
-        body, error = read_answer(answer, process_type)
+        body, error = read(answer)
         return CallResult(body=body, error=error)
 
     # ------------------------------------------------------------ AWS Lambda
@@ -378,7 +385,7 @@ class ProcessorRunner:
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
 
-    def _call_lambda(self, event: dict[str, Any], process_type: str) -> CallResult:
+    def _call_lambda(self, event: Any, read: AnswerReader) -> CallResult:
         from botocore.exceptions import (
             ClientError,
             ConnectionClosedError,
@@ -436,10 +443,10 @@ class ProcessorRunner:
                     )
                 time.sleep(self._backoff(attempt))
                 continue
-            return self._read_lambda_response(response, process_type, attempt)
+            return self._read_lambda_response(response, read, attempt)
 
     @staticmethod
-    def _read_lambda_response(response: dict, process_type: str, attempts: int) -> CallResult:
+    def _read_lambda_response(response: dict, read: AnswerReader, attempts: int) -> CallResult:
         stream = response.get("Payload")
         raw = stream.read() if stream is not None else b""
         if response.get("FunctionError"):
@@ -461,7 +468,7 @@ class ProcessorRunner:
                 error=f"malformed answer: the Lambda payload is not JSON ({exc}): {shown!r}",
                 attempts=attempts,
             )
-        body, error = read_answer(answer, process_type)
+        body, error = read(answer)
         return CallResult(body=body, error=error, attempts=attempts)
 
 

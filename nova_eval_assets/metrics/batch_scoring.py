@@ -48,6 +48,18 @@ def for_task(batch: pa.RecordBatch, task: str, options: TaskOptions) -> pa.Recor
     return batch.replace_schema_metadata({TASK_KEY: task.encode(), COMPAT_KEY: compat})
 
 
+def no_builtin_metrics(rows: int) -> pa.RecordBatch:
+    """Empty metric columns for ``rows`` rows (rft_eval: the reward function scores them)."""
+    return pa.record_batch(
+        [
+            pa.array([[]] * rows, METRICS_TYPE),
+            pa.nulls(rows, BLEU_STATS_TYPE),
+            pa.nulls(rows, pa.string()),
+        ],
+        schema=OUTPUT_SCHEMA,
+    )
+
+
 def builtin_metric_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
     """``metrics`` (name -> value) and ``bleu_stats`` of each row of ``batch``, whose
     columns are ``gold``, ``prediction`` and ``scored``; an unscored row gets an empty map

@@ -84,13 +84,21 @@ def processor_markdown(processor: dict[str, Any]) -> str:
     ]
     limit = processor.get("max_error_rate")
     policy = "errors never fail the run" if limit is None else f"max_error_rate {limit:g}"
-    text = (
-        f"\nProcessor {processor['target']} ({processor['kind']}, aggregation "
-        f"{processor['aggregation']}, {policy}): {'; '.join(parts) or 'no stage enabled'}\n"
-    )
+    if processor.get("reward_function"):
+        text = (
+            f"\nReward function {processor['target']} ({processor['kind']}, {policy}): "
+            f"{processor['postprocess_errors']} rows without a reward, "
+            f"{processor['postprocess_seconds']:.2f} s in calls\n"
+        )
+    else:
+        text = (
+            f"\nProcessor {processor['target']} ({processor['kind']}, aggregation "
+            f"{processor['aggregation']}, {policy}): {'; '.join(parts) or 'no stage enabled'}\n"
+        )
     listed = processor.get("first_errors") or []
     if listed:
-        text += "\nFirst processor errors:\n\n" + "".join(
+        what = "reward function" if processor.get("reward_function") else "processor"
+        text += f"\nFirst {what} errors:\n\n" + "".join(
             f"- row {e['row_index']} ({e['stage']}): {e['error']}\n" for e in listed
         )
     return text

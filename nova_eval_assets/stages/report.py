@@ -310,18 +310,20 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
             processor = byom.processor_section(loaded, tally.extras)
             classification = byom.classification_section(loaded, tally.extras)
         stamp = timestamp()
-        benchmark = recipe.evaluation.benchmark
         paths = write_nova_export(
             examples_path,
             layout.results_dir,
             recipe.run.model_name_or_path,
             stamp,
-            task_key=benchmark.result_key if benchmark is not None else NOVA_TASK_KEY,
+            task_key=result_key(loaded),
         )
         bleu_stderr = bootstrap.result() if bootstrap is not None else None
     if tally.benchmark is not None:
         entries = tally.benchmark.results()
         metrics = {**entries["all"], **custom}
+    elif recipe.evaluation.task == "rft_eval":  # the reward function's metrics alone
+        entries = {result_key(loaded): custom}
+        metrics = custom
     else:
         entries = None
         metrics = {**aggregate_metrics(tally, stats, bleu_stderr), **custom}
@@ -400,6 +402,16 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     storage.write_json(layout.latest_report, report)
     byom.check_report_rate(loaded, processor, tally.rows)
     return report
+
+
+def result_key(loaded: LoadedRecipe) -> str:
+    """Nova's results key of the recipe's task (lighteval's ``custom|<task>_<strategy>|0``)."""
+    benchmark = loaded.recipe.evaluation.benchmark
+    if benchmark is not None:
+        return benchmark.result_key
+    if loaded.recipe.evaluation.task == "rft_eval":
+        return "custom|rft_eval_rft_eval|0"
+    return NOVA_TASK_KEY
 
 
 def read_latest_report(loaded: LoadedRecipe) -> dict[str, Any]:

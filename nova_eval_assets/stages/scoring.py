@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nova_eval_assets import lineage, storage
+from nova_eval_assets import lineage, resume, storage
 from nova_eval_assets.byom import pipeline as byom
 from nova_eval_assets.engines.cpu_threads import available_cores
 from nova_eval_assets.layout import EvalLayout
@@ -24,6 +24,7 @@ from nova_eval_assets.metrics.batch_scoring import (
     ScoringWorkers,
     builtin_metric_columns,
     for_task,
+    no_builtin_metrics,
 )
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.stages.schemas import METRICS_SCHEMA
@@ -46,24 +47,31 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
     # which inference output these metrics score (the aggregate checks it: lineage.py)
     recorded = {"stage": "metrics", "inference_data_version": inference_version}
     schema = lineage.with_lineage(METRICS_SCHEMA.empty_table(), recorded).schema
-    extras = byom.ReplicaExtras(loaded)
-    rows = scored_rows = 0
     path = layout.metrics(replica, replicas)
+    # a reward function's answers are checkpointed per batch, keyed by what it scores
+    reward_key = lineage.digest(inference_version, byom.reward_fingerprint(loaded))
+    extras = byom.ReplicaExtras(loaded, resume.BlockCheckpoints(path, reward_key))
+    rows = scored_rows = 0
     benchmark = loaded.recipe.evaluation.benchmark
     columns = _SCORED_COLUMNS
     if benchmark is not None and loaded.recipe.inference.top_logprobs > 0:
         columns = [*columns, TOKENS_COLUMN]  # a benchmark's scorer may read them
+    if extras.rewards is not None:
+        columns = [*columns, "system", "metadata"]  # the samples a reward function gets
     batches = (
         _for_benchmark(_with_scored(batch), loaded)
         for batch in storage.iter_parquet_batches(source, columns, batch_size=storage.batch_rows())
     )
-    workers = scoring_workers(storage.parquet_rows(source))
+    rewards_only = loaded.recipe.evaluation.task == "rft_eval"
+    workers = 0 if rewards_only else scoring_workers(storage.parquet_rows(source))
     with storage.parquet_writer(path, schema) as writer:
-        for batch, builtin in _with_metrics(batches, workers):
-            table = _score_batch(batch, builtin, extras)
+        for index, (batch, builtin) in enumerate(_with_metrics(batches, workers, rewards_only)):
+            table = _score_batch(batch, builtin, extras, index)
             writer.write_table(table)
             rows += table.num_rows
             scored_rows += int(pc.sum(table["scored"]).as_py() or 0)
+    if extras.checkpoints is not None:
+        extras.checkpoints.clear()
     return {
         "replica": replica,
         "rows": rows,
@@ -83,10 +91,14 @@ def scoring_workers(rows: int) -> int:
 
 
 def _with_metrics(
-    batches: Iterator[pa.RecordBatch], workers: int
+    batches: Iterator[pa.RecordBatch], workers: int, rewards_only: bool = False
 ) -> Iterator[tuple[pa.RecordBatch, pa.RecordBatch]]:
     """Each batch with its built-in metric columns, in order, computed here or by
-    ``workers`` worker processes."""
+    ``workers`` worker processes (none for rft_eval, whose metrics are the rewards)."""
+    if rewards_only:
+        for batch in batches:
+            yield batch, no_builtin_metrics(batch.num_rows)
+        return
     if workers == 0:
         for batch in batches:
             yield batch, builtin_metric_columns(batch)
@@ -114,10 +126,13 @@ def _for_benchmark(batch: pa.RecordBatch, loaded: LoadedRecipe) -> pa.RecordBatc
 
 
 def _score_batch(
-    batch: pa.RecordBatch, builtin: pa.RecordBatch, extras: byom.ReplicaExtras
+    batch: pa.RecordBatch, builtin: pa.RecordBatch, extras: byom.ReplicaExtras, index: int
 ) -> pa.Table:
     scored = batch.column("scored").to_pylist()
-    columns = extras.score(batch.select(["row_index", "prompt", "gold", "prediction"]), scored)
+    names = ["row_index", "prompt", "gold", "prediction"]
+    if extras.rewards is not None:
+        names += ["system", "metadata"]
+    columns = extras.score(batch.select(names), scored, index)
     metrics = builtin.column("metrics")
     if any(columns["custom_metrics"]):  # BYOM metrics go into `metrics` as well
         metrics = [
