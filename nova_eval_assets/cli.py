@@ -586,8 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     query = sub.add_parser(
         "query",
         help="run SQL on DuckDB over the evaluation tables (Athena's table names)",
-        description="Tables: eval_examples, eval_metrics, judge_judgments, judge_summary, each "
-        "with the partition columns eval_name and run_date.",
+        description="Tables: eval_examples, eval_metrics, judge_judgments, judge_criteria, "
+        "judge_summary, each with the partition columns eval_name and run_date.",
     )
     query.add_argument("sql", help='for instance "SELECT * FROM eval_metrics LIMIT 10"')
     query.add_argument("--tables", help="tables root (default: $NOVA_EVAL_TABLES_ROOT)")

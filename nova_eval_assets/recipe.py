@@ -50,13 +50,16 @@ from nova_eval_assets.tasks.registry import (
     task_problem,
 )
 
-#: The judge recipes' tasks: Nova's LLM judge, and its multimodal form (the judge sees each
-#: row's images with the prompt); both run the same judge (nova_eval_assets/judge/).
-JUDGE_TASKS = ("llm_judge", "mm_llm_judge")
+#: The judge recipes' tasks: Nova's LLM judge, its multimodal form (the judge sees each
+#: row's images with the prompt) and Nova 2.0's rubric judge (the judge writes and scores
+#: criteria, then prefers); all run the same pairwise judge (nova_eval_assets/judge/).
+RUBRIC_TASK = "rubric_llm_judge"
+JUDGE_TASKS = ("llm_judge", "mm_llm_judge", RUBRIC_TASK)
 
 
 def is_judge_task(task: str | None) -> bool:
-    """Whether an ``evaluation.task`` is a judge recipe's (llm_judge, mm_llm_judge)."""
+    """Whether an ``evaluation.task`` is a judge recipe's (llm_judge, mm_llm_judge,
+    rubric_llm_judge)."""
     return task in JUDGE_TASKS
 
 
@@ -159,7 +162,7 @@ class EvaluationConfig(_Section):
 
     @property
     def is_judge(self) -> bool:
-        """A judge recipe (llm_judge or mm_llm_judge)."""
+        """A judge recipe (llm_judge, mm_llm_judge or rubric_llm_judge)."""
         return is_judge_task(self.task)
 
     @property
@@ -234,11 +237,12 @@ class ResponseFormatConfig(_Section):
     """Extension: the output follows a format (engines/constraints.py): ``json_schema``
     (``schema``), ``regex`` (``pattern``), ``choice`` (``choices``), or ``classification``
     (the classification section's label field as an enum of its labels, then ``thought``
-    and ``description`` strings)."""
+    and ``description`` strings), or ``rubric`` (a rubric_llm_judge's YAML block,
+    judge/rubric.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    type: Literal["json_schema", "regex", "choice", "classification"]
+    type: Literal["json_schema", "regex", "choice", "classification", "rubric"]
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     pattern: str | None = Field(default=None, min_length=1)
     choices: list[str] | None = None
@@ -275,6 +279,10 @@ class ResponseFormatConfig(_Section):
             return ResponseFormat.regex(self.pattern)
         if self.type == "choice":
             return ResponseFormat.choice(self.choices)
+        if self.type == "rubric":  # imported here: judge/rubric.py loads pyarrow and numpy
+            from nova_eval_assets.judge.rubric import rubric_pattern
+
+            return ResponseFormat.regex(rubric_pattern())
         if classification is None or not classification.labels:
             return None
         return ResponseFormat.json_schema(
@@ -716,6 +724,13 @@ class Recipe(_Section):
             )
         if self.inference.engine == "bedrock":
             raise ValueError("inference.response_format is not supported by engine 'bedrock'")
+        rubric = self.evaluation.task == RUBRIC_TASK
+        if (fmt.type == "rubric") != rubric and fmt.type in ("rubric", "choice", "classification"):
+            raise ValueError(
+                "inference.response_format type 'rubric' goes with evaluation.task "
+                "'rubric_llm_judge', whose judge writes a YAML block: give it type 'rubric' "
+                "(or a regex of that block)"
+            )
         return self
 
     @property
@@ -829,7 +844,8 @@ class Recipe(_Section):
         is_judge = self.evaluation.is_judge
         if self.judge is not None and not is_judge:
             raise ValueError(
-                "the judge section belongs to llm_judge and mm_llm_judge recipes (evaluation.task)"
+                "the judge section belongs to llm_judge, mm_llm_judge and rubric_llm_judge "
+                "recipes (evaluation.task)"
             )
         joins = is_judge and self.judge is not None and self.judge.joins_recipes
         if self.run.data_s3_path is None and not joins and self.evaluation.benchmark is None:

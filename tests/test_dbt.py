@@ -74,7 +74,13 @@ def test_dbt_parse_for_athena_works_offline(tmp_path: Path):
         "calibration_bins",
     }
     sources = {s["name"]: s for s in manifest["sources"].values()}
-    assert set(sources) == {"eval_examples", "eval_metrics", "judge_judgments", "judge_summary"}
+    assert set(sources) == {
+        "eval_examples",
+        "eval_metrics",
+        "judge_judgments",
+        "judge_criteria",
+        "judge_summary",
+    }
     assert sources["eval_examples"]["schema"] == "nova_eval"  # the DDL's database
     assert manifest["metadata"]["adapter_type"] == "athena"
 

@@ -185,7 +185,13 @@ def test_after_the_aggregate_the_followups_run_for_that_evaluation_only(
     assert automation.tick(defs) == {"tiny/aggregated_report": {None}}
     run_requested(defs, instance, {"tiny/aggregated_report": {None}})
     followups = automation.tick(defs)
-    table_keys = ("eval_examples", "eval_metrics", "judge_judgments", "judge_summary")
+    table_keys = (
+        "eval_examples",
+        "eval_metrics",
+        "judge_judgments",
+        "judge_criteria",
+        "judge_summary",
+    )
     assert followups == {
         "tiny/analysis_report": {None},
         **{f"tables/{table}": {"tiny"} for table in table_keys},  # not "other"

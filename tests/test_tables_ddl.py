@@ -181,7 +181,7 @@ def test_ddl_agrees_with_the_parquet_files_it_describes(tmp_path: Path):
         assert "STORED AS PARQUET" in statement
     everything = Path(written["all"]).read_text()
     assert everything.startswith("CREATE DATABASE IF NOT EXISTS `nova_eval`;")
-    assert everything.count("CREATE EXTERNAL TABLE") == 4
+    assert everything.count("CREATE EXTERNAL TABLE") == len(TABLES)
 
 
 def test_ddl_location_follows_an_s3_tables_root(monkeypatch: pytest.MonkeyPatch):

@@ -28,6 +28,7 @@ from nova_eval_assets.assets.validation import (
 )
 from nova_eval_assets.judge import pipeline
 from nova_eval_assets.judge.prompts import render
+from nova_eval_assets.judge.rubric import render_rubric, rubric_pattern
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.run_lock import LockOwner
@@ -42,6 +43,8 @@ LEADERBOARD_KEY = dg.AssetKey(["judge_leaderboard"])
 PROMPT_VERSION = lineage.digest(
     render("p", "a", "b", "s"), render("p", "a", "b", order="verdict_first")
 )
+#: The same for the rubric judge: its prompt and the YAML block it parses.
+RUBRIC_PROMPT_VERSION = lineage.digest(render_rubric("p", "a", "b", "s"), rubric_pattern())
 
 
 def _scalar_metadata(values: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +87,7 @@ def build_judge_assets(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> lis
     upstream = pipeline.upstream_recipes(loaded, recipes)  # validates the names early
     deps = upstream_keys(loaded, recipes)
     baseline, challenger = pipeline.labels(loaded)
-    tags = {"recipe": loaded.name, "task": recipe.evaluation.task}  # llm_judge, mm_llm_judge
+    tags = {"recipe": loaded.name, "task": recipe.evaluation.task}  # llm_judge, mm_llm_judge, ...
 
     def key(stage: str) -> dg.AssetKey:
         return dg.AssetKey([name, stage])
@@ -127,7 +130,10 @@ def build_judge_assets(loaded: LoadedRecipe, recipes: list[LoadedRecipe]) -> lis
         deps=[validated_dataset],
         group_name=name,
         code_version=lineage.digest(
-            pipeline.judge_model(loaded), recipe.inference, config, PROMPT_VERSION
+            pipeline.judge_model(loaded),
+            recipe.inference,
+            config,
+            RUBRIC_PROMPT_VERSION if pipeline.is_rubric(loaded) else PROMPT_VERSION,
         ),
         description=(
             f"Pairwise judgments of {baseline} (A) against {challenger} (B), forward and "

@@ -23,6 +23,11 @@ win): ``inference_error`` if neither pass has a verdict; ``inconsistent`` if one
 prefers A and the other B (a position flip); otherwise ``A``, ``B`` or ``tie`` by whether
 B's points over the passes with a verdict are below, above or at half.
 
+**Rubric** (``rubric_llm_judge``, ``rubric=True``): each pass asks for the rubric's YAML
+block instead (:mod:`rubric`); the verdict is its ``preference`` (the soft preference is
+read at that token), the rationale its overall ``justification``, and the table gains each
+pass's criteria (mapped back to A/B) and weighted scores (:data:`RUBRIC_JUDGMENTS_SCHEMA`).
+
 **Images** (``mm_llm_judge``, or any judge dataset row with ``images``): both passes show
 the judge the row's images with the prompt (``GenerationRequest.images``, in the row's
 order); a judge that cannot see them fails before the first request
@@ -47,6 +52,13 @@ from nova_eval_assets.judge.prompts import (
     Order,
     generation_request,
     pass_prompts,
+)
+from nova_eval_assets.judge.rubric import (
+    RubricJudgment,
+    parse_rubric,
+    pass_columns,
+    pass_fields,
+    rubric_pass_prompts,
 )
 from nova_eval_assets.judge.verdicts import (
     MARKER,
@@ -99,6 +111,10 @@ JUDGMENTS_SCHEMA = pa.schema(
         pa.field("judge_model", pa.string()),
     ]
 )
+#: A rubric judge's table: the same, then each pass's criteria and weighted scores.
+RUBRIC_JUDGMENTS_SCHEMA = pa.schema(
+    [*JUDGMENTS_SCHEMA, *pass_fields(FORWARD), *pass_fields(BACKWARD)]
+)
 
 
 @dataclass(frozen=True)
@@ -142,21 +158,25 @@ def _alternative(piece: str) -> Verdict | None:
     return None
 
 
-def verdict_distribution(tokens: Sequence[TokenLogprob]) -> dict[str, float | None] | None:
+def verdict_distribution(
+    tokens: Sequence[TokenLogprob], span: tuple[int, int] | None = None
+) -> dict[str, float | None] | None:
     """Log probabilities of the three verdict alternatives at the verdict token.
 
-    The verdict token is the generated token that holds the first marker's verdict text,
-    found by parsing the concatenated token pieces. None when there are no tokens, no
-    marker, or no top list at that token. An alternative absent from the top list is None.
+    The verdict token is the generated token that holds the verdict text: at ``span`` (its
+    character span in the output, as the parser found it), else at the first marker found
+    by parsing the concatenated token pieces. None when there are no tokens, no verdict, or
+    no top list at that token. An alternative absent from the top list is None.
     """
     if not tokens:
         return None
     pieces = [t.token for t in tokens]
-    joined = "".join(pieces)
-    match = MARKER.search(joined)
-    if match is None:
-        return None
-    target, offset, position = match.start(2), 0, None
+    if span is None:
+        match = MARKER.search("".join(pieces))
+        if match is None:
+            return None
+        span = match.span(2)
+    target, offset, position = span[0], 0, None
     for index, piece in enumerate(pieces):
         if offset <= target < offset + len(piece):
             position = index
@@ -184,10 +204,12 @@ def soft_b_probability(logprobs: dict[str, float | None] | None, pass_name: str)
     return (p[b_position] + p["tie"] / 2) / total
 
 
-def judge_pass(generation: Generation, pass_name: str) -> PassResult:
-    """Parse one pass's generation and map it back to A/B."""
-    parsed = parse_judgment(generation.text, generation.error)
-    logprobs = verdict_distribution(generation.tokens) if parsed.ok else None
+def judge_pass(generation: Generation, pass_name: str, rubric: bool = False) -> PassResult:
+    """Parse one pass's generation (a verdict marker, or the rubric's YAML) and map it back
+    to A/B."""
+    parse = parse_rubric if rubric else parse_judgment
+    parsed = parse(generation.text, generation.error)
+    logprobs = verdict_distribution(generation.tokens, parsed.verdict_span) if parsed.ok else None
     return PassResult(
         raw=generation.text,
         parsed=parsed,
@@ -224,6 +246,7 @@ def judge_items(
     challenger: str = "B",
     backend: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    rubric: bool = False,
 ) -> pa.Table:
     """Judge every item in both passes and return the judgments table (one row per item).
 
@@ -231,12 +254,17 @@ def judge_items(
     one call, so a batching engine fills its batches with both passes. ``show_system``
     False hides the items' system prompts from the judge (they stay in the table). An
     item's images go with both of its passes; an engine that cannot show them fails here,
-    before any request is sent.
+    before any request is sent. ``rubric``: the rubric judge (module docstring); ``order``
+    does not apply to it.
     """
     requests = []
     for position, item in enumerate(items):
         system = item.system if show_system else None
-        prompts = pass_prompts(item.prompt, item.response_a, item.response_b, system, order)
+        prompts = (
+            rubric_pass_prompts(item.prompt, item.response_a, item.response_b, system)
+            if rubric
+            else pass_prompts(item.prompt, item.response_a, item.response_b, system, order)
+        )
         requests += [
             replace(generation_request(position, p, prompts[p]), images=tuple(item.images))
             for p in PASSES
@@ -247,13 +275,16 @@ def judge_items(
     )
     rows = []
     for position, item in enumerate(items):
-        results = {p: judge_pass(generations[2 * position + k], p) for k, p in enumerate(PASSES)}
+        results = {
+            p: judge_pass(generations[2 * position + k], p, rubric) for k, p in enumerate(PASSES)
+        }
         rows.append(
             judgment_row(
                 item, results, baseline, challenger, backend or engine.name, engine.model_id
             )
         )
-    return pa.Table.from_pylist(rows, schema=JUDGMENTS_SCHEMA)
+    schema = RUBRIC_JUDGMENTS_SCHEMA if rubric else JUDGMENTS_SCHEMA
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def judgment_row(
@@ -292,6 +323,8 @@ def judgment_row(
                 f"{name}_soft_b": result.soft_b,
             }
         )
+        if isinstance(result.parsed, RubricJudgment):
+            row.update(pass_columns(result.parsed, name))
     softs = [r.soft_b for r in results.values() if r.soft_b is not None]
     row["soft_b_preference"] = sum(softs) / len(softs) if softs else None
     row["outcome"] = row_outcome(results[FORWARD].preference, results[BACKWARD].preference)
@@ -302,6 +335,7 @@ def judgment_row(
 
 __all__ = [
     "JUDGMENTS_SCHEMA",
+    "RUBRIC_JUDGMENTS_SCHEMA",
     "JudgeItem",
     "PassResult",
     "judge_items",

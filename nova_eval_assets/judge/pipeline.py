@@ -1,7 +1,10 @@
-"""The stages of an ``llm_judge`` (or ``mm_llm_judge``) evaluation as plain functions (no
-Dagster). A ``mm_llm_judge`` recipe is the same judge over a dataset whose rows have
-``images`` (data URIs), which the judge sees with the prompt in both passes; it writes the
-same files, columns and Nova keys (``custom|llm_judge_judge|0``, the same summary).
+"""The stages of an ``llm_judge`` (or ``mm_llm_judge``, ``rubric_llm_judge``) evaluation as
+plain functions (no Dagster). A ``mm_llm_judge`` recipe is the same judge over a dataset
+whose rows have ``images`` (data URIs), which the judge sees with the prompt in both
+passes; it writes the same files, columns and Nova keys (``custom|llm_judge_judge|0``, the
+same summary). A ``rubric_llm_judge`` recipe asks the judge for criteria, scores and a
+preference (:mod:`rubric`); it writes the same files under
+``custom|rubric_llm_judge_judge|0``, with the rubric's columns and keys added.
 
 - :func:`prepare_dataset`: the judge dataset (``prompt``, ``response_A``, ``response_B``,
   optional ``system`` and ``metadata``), validated like any dataset
@@ -71,6 +74,7 @@ from nova_eval_assets.judge.settings import (
     JUDGE_MAX_NEW_TOKENS,
     VERDICT_TOP_LOGPROBS,
     is_judge,
+    is_rubric,
     judge_config,
     judge_model,
     labels,
@@ -120,6 +124,7 @@ def run_judge(
         challenger=challenger,
         backend=config.backend,
         on_batch=on_batch,
+        rubric=is_rubric(loaded),
     )
     stage_path = layout.stage("judgments.parquet")
     storage.write_parquet(stage_path, table)
@@ -153,6 +158,7 @@ __all__ = [
     "comparison_of",
     "details_table",
     "is_judge",
+    "is_rubric",
     "join_upstream",
     "joined_dataset_path",
     "judge_config",

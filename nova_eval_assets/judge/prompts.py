@@ -83,12 +83,18 @@ def render(
     """
     if order not in _INSTRUCTIONS:
         raise ValueError(f"unknown judge order {order!r}; allowed: {', '.join(ORDERS)}")
-    context = _CONTEXT.format(system=system.strip()) if system and system.strip() else ""
-    body = _BODY.format(prompt=prompt.strip(), first=first.strip(), second=second.strip())
+    shown = shown_request(prompt, first, second, system)
     return JudgePrompt(
         system=JUDGE_SYSTEM_PROMPT,
-        user=f"{_HEADER}\n\n{context}{body}{_QUESTION}{_INSTRUCTIONS[order]}",
+        user=f"{_HEADER}\n\n{shown}{_QUESTION}{_INSTRUCTIONS[order]}",
     )
+
+
+def shown_request(prompt: str, first: str, second: str, system: str | None = None) -> str:
+    """The part of a judge prompt that shows the instructions (when given), the request and
+    the two responses by position; the rubric judge shows them the same way."""
+    context = _CONTEXT.format(system=system.strip()) if system and system.strip() else ""
+    return context + _BODY.format(prompt=prompt.strip(), first=first.strip(), second=second.strip())
 
 
 def pass_prompts(
@@ -133,4 +139,5 @@ __all__ = [
     "pass_prompts",
     "render",
     "request_index",
+    "shown_request",
 ]

@@ -16,12 +16,15 @@ from typing import Any
 import pyarrow as pa
 
 from nova_eval_assets import storage
-from nova_eval_assets.judge.settings import judge_config, judge_model, labels
+from nova_eval_assets.judge.rubric import breakdown, is_rubric_table, row_scores
+from nova_eval_assets.judge.settings import is_rubric, judge_config, judge_model, labels
 from nova_eval_assets.judge.summary import summarize, summary_markdown
 from nova_eval_assets.layout import EvalLayout, safe_name, timestamp
 from nova_eval_assets.recipe import LoadedRecipe
 
 NOVA_JUDGE_TASK_KEY = "custom|llm_judge_judge|0"
+#: lighteval's ``custom|<task>_<strategy>|0`` (Nova's key for the rubric judge is not public)
+NOVA_RUBRIC_TASK_KEY = "custom|rubric_llm_judge_judge|0"
 DETAILS_COLUMNS = ("example", "gold", "predictions", "metrics", "specifics")
 
 
@@ -36,10 +39,21 @@ def nan_to_none(value: Any) -> Any:
     return value
 
 
+def task_key(loaded: LoadedRecipe) -> str:
+    """The results' task key: llm_judge's (also mm_llm_judge's, as Nova), or the rubric's."""
+    return NOVA_RUBRIC_TASK_KEY if is_rubric(loaded) else NOVA_JUDGE_TASK_KEY
+
+
 def details_table(table: pa.Table) -> pa.Table:
-    """The lighteval-style details: each cell a Python-literal string."""
+    """The lighteval-style details: each cell a Python-literal string. A rubric judge's
+    rows add the weighted scores to ``metrics`` and, to ``specifics``, Nova's
+    ``criteria_breakdown`` and ``overall_justification`` of the forward pass (A shown
+    first) and the same of the backward pass (``backward_criteria_breakdown``,
+    ``backward_overall_justification``)."""
     columns: dict[str, list[str]] = {name: [] for name in DETAILS_COLUMNS}
-    for row in table.to_pylist():
+    rubric = is_rubric_table(table)
+    scores = row_scores(table) if rubric else {}
+    for index, row in enumerate(table.to_pylist()):
         prefs = [row["forward_preference"], row["backward_preference"]]
         columns["example"].append(row["prompt"])
         columns["gold"].append("")
@@ -51,6 +65,8 @@ def details_table(table: pa.Table) -> pa.Table:
             "inference_error": prefs.count("error"),
             "score": prefs.count("B") + prefs.count("tie") / 2,
         }
+        for key, values in scores.items():
+            metrics[key] = nan_to_none(float(values[index]))
         columns["metrics"].append(repr(metrics))
         specifics = {
             "response_A": row["response_A"],
@@ -65,6 +81,15 @@ def details_table(table: pa.Table) -> pa.Table:
             "soft_b_preference": row["soft_b_preference"],
             "metadata": row["metadata"],
         }
+        if rubric:
+            specifics.update(
+                {
+                    "criteria_breakdown": breakdown(row["forward_criteria"]),
+                    "overall_justification": row["forward_rationale"],
+                    "backward_criteria_breakdown": breakdown(row["backward_criteria"]),
+                    "backward_overall_justification": row["backward_rationale"],
+                }
+            )
         columns["specifics"].append(repr(specifics))
     return pa.table(columns, schema=pa.schema([(n, pa.string()) for n in DETAILS_COLUMNS]))
 
@@ -79,6 +104,7 @@ def write_judge_report(
     validation = storage.read_json(layout.validation_report)
     baseline, challenger = labels(loaded)
     stamp = timestamp()
+    key = task_key(loaded)
     config_general = {
         "recipe_name": recipe.run.name,
         "recipe_path": str(loaded.path),
@@ -105,11 +131,18 @@ def write_judge_report(
         "num_judgments": 2 * table.num_rows,
         "num_rejected_rows": validation["rejected_rows"],
     }
+    if is_rubric(loaded):
+        config_general["rubric_rule"] = (
+            "the preference decides the verdict; weighted scores: scale (s-1)/4, binary 1/0, "
+            "weights normalized to sum 1 over the criteria both sides were scored on, a "
+            "missing weight the mean of the given ones; a prompt's value is the mean over "
+            "its passes with a verdict; stderr: sample std / sqrt(prompts)"
+        )
     clean = nan_to_none(summary)
     document = {
         "config_general": config_general,
-        "results": {NOVA_JUDGE_TASK_KEY: clean, "all": dict(clean)},
-        "versions": {NOVA_JUDGE_TASK_KEY: 0},
+        "results": {key: clean, "all": dict(clean)},
+        "versions": {key: 0},
         "diagnostics": nan_to_none(diagnostics),
     }
     results_path = layout.result(f"results_{stamp}.json")
@@ -118,7 +151,7 @@ def write_judge_report(
         "details",
         safe_name(judge_model(loaded)),
         stamp,
-        f"details_{NOVA_JUDGE_TASK_KEY}_{stamp}.parquet",
+        f"details_{key}_{stamp}.parquet",
     )
     storage.write_parquet(details_path, details_table(table))
     judgments_path = layout.result("judgments.parquet")

@@ -14,7 +14,7 @@ from typing import Any
 from nova_eval_assets import stages
 from nova_eval_assets.engines.base import Engine, SamplingSettings
 from nova_eval_assets.judge.backends import api_key_from_env, create_judge_engine
-from nova_eval_assets.recipe import JudgeConfig, LoadedRecipe, is_judge_task
+from nova_eval_assets.recipe import RUBRIC_TASK, JudgeConfig, LoadedRecipe, is_judge_task
 
 #: The top-k list the judge asks for when it records verdict log probabilities.
 VERDICT_TOP_LOGPROBS = 20
@@ -27,8 +27,13 @@ def judge_config(loaded: LoadedRecipe) -> JudgeConfig:
 
 
 def is_judge(loaded: LoadedRecipe) -> bool:
-    """A judge recipe: ``llm_judge`` or ``mm_llm_judge``."""
+    """A judge recipe: ``llm_judge``, ``mm_llm_judge`` or ``rubric_llm_judge``."""
     return is_judge_task(loaded.recipe.evaluation.task)
+
+
+def is_rubric(loaded: LoadedRecipe) -> bool:
+    """A ``rubric_llm_judge`` recipe: the judge writes and scores criteria (rubric.py)."""
+    return loaded.recipe.evaluation.task == RUBRIC_TASK
 
 
 def judge_model(loaded: LoadedRecipe) -> str:

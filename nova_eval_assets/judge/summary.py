@@ -2,7 +2,8 @@
 
 :func:`summarize`: the Bradley-Terry summary of both passes (:mod:`bradley_terry`),
 position and length bias, the soft win rate, outcomes per prompt, truncated judgments and
-the breakdown by metadata field (:func:`metadata_breakdown`); :func:`summary_markdown`
+the breakdown by metadata field (:func:`metadata_breakdown`); for a rubric judge's table,
+the rubric's weighted scores (:func:`rubric.rubric_summary`); :func:`summary_markdown`
 renders them as the Markdown tables a run prints. Pure computation: reads and writes no
 file.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from nova_eval_assets.judge import bradley_terry as bt
+from nova_eval_assets.judge.rubric import RUBRIC_SUMMARY_KEYS, is_rubric_table, rubric_summary
 
 #: Breakdowns by metadata field stop at this many distinct values.
 MAX_METADATA_VALUES = 50
@@ -38,6 +40,8 @@ def summarize(table: pa.Table, rounds: int = bt.DEFAULT_ROUNDS, seed: int = bt.D
     forward = bt.preference_codes(table["forward_preference"].to_pylist())
     backward = bt.preference_codes(table["backward_preference"].to_pylist())
     summary = bt.judge_summary(forward, backward, rounds=rounds, seed=seed)
+    if is_rubric_table(table):
+        summary.update(rubric_summary(table))
     diagnostics: dict[str, Any] = {
         "prompts": table.num_rows,
         "judgments": 2 * table.num_rows,
@@ -105,6 +109,9 @@ def summary_markdown(summary: dict[str, Any], diagnostics: dict[str, Any]) -> st
         f"| winrate | {fmt(summary['winrate'])} | 95% bootstrap "
         f"[{fmt(summary['lower_rate'])}, {fmt(summary['upper_rate'])}] |"
     )
+    for key in RUBRIC_SUMMARY_KEYS:
+        if key in summary:
+            lines.append(f"| {key} | {fmt(summary[key])} | {fmt(summary[f'{key}_stderr'])} |")
     lines += ["", "| diagnostic | value |", "|---|---:|"]
     for key in (
         "prompts",

@@ -1,6 +1,7 @@
 """Athena-ready, Hive-partitioned Parquet tables of every evaluation run (no Dagster here).
 
-``eval_examples``, ``eval_metrics``, ``judge_judgments`` and ``judge_summary`` live under one
+``eval_examples``, ``eval_metrics``, ``judge_judgments``, ``judge_criteria`` (rubric judges)
+and ``judge_summary`` live under one
 tables root (``$NOVA_EVAL_TABLES_ROOT``; by default ``tables/`` in the output root), a local
 folder or an ``s3://`` prefix. See :mod:`.schemas` for the layout, :mod:`.writer` for how a
 run's partition is replaced, :mod:`.ddl` for the Glue/Athena DDL and :mod:`.duck` for
@@ -28,6 +29,8 @@ from nova_eval_assets.tables.writer import (
 )
 
 TABLES_ROOT_ENV = "NOVA_EVAL_TABLES_ROOT"
+#: the tables written from a judge run's judgments.parquet
+JUDGMENT_TABLES = {"judge_judgments", "judge_criteria"}
 RUN_ID_ENV = "NOVA_EVAL_RUN_ID"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,10 +132,18 @@ def write_evaluation_tables(
         )
     judge = _judge_extra(results) if loaded.recipe.evaluation.is_judge else {}
     judgments = paths.get("judgments")
-    if "judge_judgments" in wanted and judgments and storage.exists(judgments):
-        table = storage.read_parquet(judgments)
+    has_judgments = bool(judgments) and storage.exists(judgments)
+    table = storage.read_parquet(judgments) if has_judgments and wanted & JUDGMENT_TABLES else None
+    if "judge_judgments" in wanted and table is not None:
         rows = build.to_judge_judgments(table, run, judge)
         written["judge_judgments"] = write_run(root, "judge_judgments", run.partition, [rows])
+    if (
+        "judge_criteria" in wanted
+        and table is not None
+        and "forward_criteria" in table.column_names
+    ):
+        rows = build.to_judge_criteria(table, run, judge)
+        written["judge_criteria"] = write_run(root, "judge_criteria", run.partition, [rows])
     if "judge_summary" in wanted and judge:
         section = (results.get("results") or {}).get("all") or {}
         summary = build.judge_summary_table(run, section, judge)

@@ -8,7 +8,9 @@
 * ``eval_metrics``: the results JSON's ``all`` section (one row per metric with its
   ``_stderr`` sibling), plus every metric by metadata stratum computed from the examples.
 * ``judge_judgments`` / ``judge_summary``: a judge run's per-judgment Parquet and its
-  summary, mapped onto the table columns by name (see :func:`judgments_batches`).
+  summary, mapped onto the table columns by name (see :func:`to_judge_judgments`).
+* ``judge_criteria``: a rubric judge's criteria, one row per criterion per judgment
+  (:func:`to_judge_criteria`).
 
 Nothing here imports Dagster or the inference engines.
 """
@@ -42,9 +44,11 @@ from nova_eval_assets.engines.cpu_threads import available_cores
 from nova_eval_assets.metrics import PER_EXAMPLE_METRICS, bleu_from_stats, bootstrap_bleu_stderr
 from nova_eval_assets.metrics.gather import map_entries
 from nova_eval_assets.metrics.stats import mean_and_stderr
+from nova_eval_assets.recipe import is_judge_task
 from nova_eval_assets.tables.schemas import (
     EVAL_EXAMPLES,
     EVAL_METRICS,
+    JUDGE_CRITERIA,
     JUDGE_JUDGMENTS,
     JUDGE_SUMMARY,
     TIMESTAMP,
@@ -283,7 +287,7 @@ def metric_kind(name: str, task: str | None, custom_aggregation: str) -> tuple[s
     benchmark = benchmark_task(task) if task else None
     if benchmark is not None and name in benchmark.metric_names:
         return "mean", benchmark.name
-    if task in ("llm_judge", "mm_llm_judge") or name in JUDGE_AGGREGATIONS:
+    if is_judge_task(task) or name in JUDGE_AGGREGATIONS:
         return JUDGE_AGGREGATIONS.get(name, "mean"), "judge"
     if name == "bleu":
         return "corpus", "gen_qa"
@@ -645,6 +649,8 @@ def judge_summary_table(
     """One judge_summary row from Nova's summary keys (``a_scores``, ..., ``winrate``) and
     any diagnostics of the same names; ``extra`` fills judge_model, baseline, challenger."""
     values = {**flatten_numbers(summary), **dict(extra or {})}
+    # the rubric's keys are Nova's mixed case (weighted_score_A); the columns lowercase
+    values.update({k.lower(): v for k, v in values.items() if k.lower() not in values})
     data = {**run.columns(1)}
     for field in JUDGE_SUMMARY:
         if field.name not in data:
@@ -653,3 +659,59 @@ def judge_summary_table(
                 value = int(value)
             data[field.name] = pa.array([value], field.type)
     return pa.table(data, schema=JUDGE_SUMMARY)
+
+
+def to_judge_criteria(
+    table: pa.Table, run: RunInfo, extra: Mapping[str, Any] | None = None
+) -> pa.Table:
+    """A rubric judge's judgments table (``forward_criteria`` / ``backward_criteria`` lists,
+    judge.rubric) as judge_criteria rows: one per criterion per pass, with the prompt's
+    identity, the pass's verdict and metadata; ``extra`` fills judge_model, baseline and
+    challenger where the table lacks them."""
+    extra = dict(extra or {})
+    n = table.num_rows
+    text = {
+        name: _array(table[name]) if name in table.column_names else pa.nulls(n, pa.string())
+        for name in ("prompt", "response_A", "response_B", "metadata")
+    }
+    ids = example_ids(text["prompt"], text["response_A"], text["response_B"])
+    maps = metadata_maps(text["metadata"])
+    parts = []
+    for which in _PASSES:
+        lists = _array(table[f"{which}_criteria"])
+        flat = pc.list_flatten(lists)
+        rows = pc.list_parent_indices(lists)
+        count = len(flat)
+
+        def shared(name: str, rows: pa.Array = rows, count: int = count) -> pa.Array:
+            type_ = JUDGE_CRITERIA.field(name).type
+            if name in table.column_names and table[name].null_count < n:
+                return _array(table[name]).cast(type_).take(rows)
+            if name in extra:
+                return pa.repeat(pa.scalar(extra[name], type_), count)
+            return pa.nulls(count, type_)
+
+        outcome = _array(table[f"{which}_preference"]).take(rows)
+        for given, renamed in _OUTCOMES.items():
+            outcome = pc.if_else(pc.equal(outcome, given), renamed, outcome)
+        columns: dict[str, pa.Array] = {
+            **run.columns(count),
+            "row_index": _array(table["row_index"]).cast(pa.int64()).take(rows),
+            "example_id": ids.take(rows),
+            "pass": pa.repeat(pa.scalar(which), count),
+            "criterion": pc.struct_field(flat, "name"),
+            "judgment_outcome": outcome,
+            "metadata": text["metadata"].take(rows),
+            "metadata_map": maps.take(rows),
+        }
+        for field in JUDGE_CRITERIA:
+            if field.name in columns:
+                continue
+            if field.name in flat.type.names:
+                columns[field.name] = pc.struct_field(flat, field.name).cast(field.type)
+            else:
+                columns[field.name] = shared(field.name)
+        parts.append(
+            pa.Table.from_arrays([columns[f.name] for f in JUDGE_CRITERIA], schema=JUDGE_CRITERIA)
+        )
+    return pa.concat_tables(parts)

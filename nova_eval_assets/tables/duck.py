@@ -81,7 +81,8 @@ def _arrow_view(con: duckdb.DuckDBPyConnection, root: str, table: str, view: str
 
 def connect(root: str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with one view per table under its Athena name (``eval_examples``,
-    ``eval_metrics``, ``judge_judgments``, ``judge_summary``), schema placeholder hidden."""
+    ``eval_metrics``, ``judge_judgments``, ``judge_criteria``, ``judge_summary``), schema
+    placeholder hidden."""
     con = duckdb.connect(database)
     make_view = _local_view if not storage.is_remote(root) else _arrow_view
     for table in TABLES:

@@ -145,6 +145,37 @@ JUDGE_JUDGMENTS = pa.schema(
         _f("metadata_map", pa.map_(pa.string(), pa.string()), "metadata parsed"),
         _f("latency_s", pa.float64(), "judge generation time for this pass"),
         _f("error", pa.string(), "why the judgment failed, if it did"),
+        _f("weighted_score_a", pa.float64(), "rubric judge: A's weighted criteria score (0..1)"),
+        _f("weighted_score_b", pa.float64(), "rubric judge: B's weighted criteria score (0..1)"),
+        _f("score_margin", pa.float64(), "rubric judge: weighted_score_a - weighted_score_b"),
+    ]
+)
+
+JUDGE_CRITERIA = pa.schema(
+    [
+        *RUN_COLUMNS,
+        _f("row_index", pa.int64(), "0-based position of the prompt in the dataset", False),
+        _f("example_id", pa.string(), "sha256 of prompt and both responses (16 hex digits)"),
+        _f("pass", pa.string(), "forward (A shown first) or backward (B shown first)", False),
+        _f("criterion", pa.string(), "the criterion's name as the judge wrote it", False),
+        _f("judge_model", pa.string(), "the judge model"),
+        _f("baseline", pa.string(), "what produced response_A"),
+        _f("challenger", pa.string(), "what produced response_B"),
+        _f("description", pa.string(), "what the criterion checks, in the judge's words"),
+        _f("type", pa.string(), "scale (scores 1..5) or binary (1 = true, 0 = false)"),
+        _f("raw_weight", pa.float64(), "the weight as the judge wrote it (null: missing)"),
+        _f("weight", pa.float64(), "its share of the weighted scores (0: not counted)"),
+        _f("score_a", pa.float64(), "A's score as given (scale 1..5, binary 1/0)"),
+        _f("score_b", pa.float64(), "B's score as given (scale 1..5, binary 1/0)"),
+        _f("normalized_a", pa.float64(), "A's score on 0..1: (s-1)/4 for scale"),
+        _f("normalized_b", pa.float64(), "B's score on 0..1: (s-1)/4 for scale"),
+        _f("justification_a", pa.string(), "why A got its score"),
+        _f("justification_b", pa.string(), "why B got its score"),
+        _f("counted", pa.bool_(), "both sides validly scored: in the weighted scores"),
+        _f("problem", pa.string(), "what was missing or invalid in the criterion"),
+        _f("judgment_outcome", pa.string(), "the pass's verdict: A, B, tie or inference_error"),
+        _f("metadata", pa.string(), "the input metadata string"),
+        _f("metadata_map", pa.map_(pa.string(), pa.string()), "metadata parsed"),
     ]
 )
 
@@ -170,6 +201,14 @@ JUDGE_SUMMARY = pa.schema(
         _f("flip_rate", pa.float64(), "share of prompts whose two passes disagree"),
         _f("first_position_winrate", pa.float64(), "win rate of the answer shown first"),
         _f("longer_answer_winrate", pa.float64(), "win rate of the longer answer"),
+        *[
+            field
+            for key in ("weighted_score_a", "weighted_score_b", "score_margin")
+            for field in (
+                _f(key, pa.float64(), f"rubric judge: mean {key} over prompts"),
+                _f(f"{key}_stderr", pa.float64(), f"standard error of {key}"),
+            )
+        ],
     ]
 )
 
@@ -199,6 +238,11 @@ TABLES: dict[str, TableSpec] = {
             "judge_judgments",
             JUDGE_JUDGMENTS,
             "One row per judge pass (forward and backward) of an LLM-as-a-judge run.",
+        ),
+        TableSpec(
+            "judge_criteria",
+            JUDGE_CRITERIA,
+            "One row per criterion per judgment of a rubric LLM-as-a-judge run.",
         ),
         TableSpec(
             "judge_summary",

@@ -23,7 +23,8 @@ def all_tasks() -> dict[str, BenchmarkTask | PipelineTask]:
             if task.name in found:
                 raise RuntimeError(f"two tasks are named {task.name!r}")
             found[task.name] = task
-    pipelines = [name for name in ("gen_qa", "llm_judge", "mm_llm_judge") if name in found]
+    pipelines = ("gen_qa", "llm_judge", "mm_llm_judge", "rubric_llm_judge")
+    pipelines = [name for name in pipelines if name in found]
     return {name: found[name] for name in [*pipelines, *sorted(set(found) - set(pipelines))]}
 
 
