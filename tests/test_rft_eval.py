@@ -33,6 +33,7 @@ from nova_eval_assets.byom.runner import ProcessorRunner
 from nova_eval_assets.dataset import RFT, ValidationOutcome, validate_batches
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import load_recipe
+from nova_eval_assets.tables import duck
 from tests import byom_lambda_server as fake
 from tests.byom_lambda_server import FakeLambda
 from tests.conftest import PROJECT
@@ -489,6 +490,7 @@ def grader(event, context):
         {"id": s["id"], "aggregate_reward_score": float(s["reference_answer"].lower() in
          s["messages"][-1]["content"].lower())}
         for s in event
+        if s["reference_answer"] != "no"  # no reward for that row: its error
     ]
 """
 
@@ -518,7 +520,16 @@ def test_a_gen_qa_processor_of_lambda_type_rft_adds_the_rewards_to_the_metrics(
     rewards = [
         float(row["response"] in example["prediction"].lower())
         for row, example in zip(rows, examples, strict=True)
+        if row["response"] != "no"
     ]
     metrics = outcome.report["metrics"]
     assert metrics["lambda_reward_score"] == pytest.approx(np.mean(rewards), abs=1e-12)
     assert {"em", "f1", "rougeL", "bleu"} <= set(metrics)  # gen_qa's own metrics stay
+    assert outcome.report["counts"]["processor_errors"] == 1
+    # the row without a reward, and why, in the typed table
+    with duck.connection(outcome.report["paths"]["tables"]) as con:
+        found = con.execute(
+            "SELECT row_index, postprocess_error FROM eval_examples "
+            "WHERE eval_name = 'byod-rft' AND postprocess_error IS NOT NULL"
+        ).fetchall()
+    assert found == [(1, "the reply has no entry for id '1'")]

@@ -101,6 +101,12 @@ EVAL_EXAMPLES = pa.schema(
         ),
         _f("subtask", pa.string(), "a benchmark's subtask of the row (mmlu's subject, ...)"),
         _f("score_note", pa.string(), "a benchmark scorer's note on the row (humaneval: why)"),
+        _f("preprocess_error", pa.string(), "why the BYOM preprocessor failed for the row"),
+        _f(
+            "postprocess_error",
+            pa.string(),
+            "why the BYOM postprocessor or the reward function gave the row no metrics",
+        ),
     ]
 )
 
