@@ -26,7 +26,7 @@ from nova_eval_assets import storage
 from nova_eval_assets.dataset import StrictJsonError, parse_strict_json
 from nova_eval_assets.tasks.base import BenchmarkTask, HubSource
 
-FILE_FORMATS = (".jsonl", ".parquet", ".csv")
+FILE_FORMATS = (".jsonl", ".parquet", ".csv", ".json")
 
 
 class SourceUnavailable(RuntimeError):
@@ -193,6 +193,9 @@ def _file_rows(file: str, subtask: str | None) -> Iterator[SourceRow]:
     if suffix == ".jsonl":
         yield from _jsonl_rows(file, subtask)
         return
+    if suffix == ".json":
+        yield from _json_rows(file, subtask)
+        return
     if suffix == ".parquet":
         batches = storage.iter_parquet_batches(file, None, batch_size=storage.batch_rows())
     elif suffix == ".csv":
@@ -204,6 +207,31 @@ def _file_rows(file: str, subtask: str | None) -> Iterator[SourceRow]:
         for fields in batch.to_pylist():
             number += 1
             yield SourceRow(file, number, fields, subtask)
+
+
+def _json_rows(file: str, subtask: str | None) -> Iterator[SourceRow]:
+    """A dataset published as one JSON document (Natural Plan's): a list of records, or an
+    object of records keyed by id (the key becomes the record's ``id``). Read whole: such
+    files are small; a large dataset belongs in JSONL or Parquet."""
+    try:
+        document = json.loads(storage.read_bytes(file))
+    except ValueError as exc:
+        raise SourceUnavailable(f"{file}: not a JSON document ({exc})") from exc
+    if isinstance(document, dict):
+        records = [
+            {"id": key, **value} if isinstance(value, dict) else value
+            for key, value in document.items()
+        ]
+    elif isinstance(document, list):
+        records = document
+    else:
+        raise SourceUnavailable(f"{file}: a JSON dataset is a list or an object of records")
+    for number, record in enumerate(records, 1):
+        if isinstance(record, dict):
+            yield SourceRow(file, number, record, subtask)
+        else:
+            problem = f"record {number} is not a JSON object"
+            yield SourceRow(file, number, None, subtask, problem, json.dumps(record)[:200])
 
 
 def _csv_batches(file: str) -> Iterator[pa.RecordBatch]:
