@@ -159,6 +159,9 @@ class EvaluationConfig(_Section):
     # extension: a benchmark's generations per problem (sampling: inference.temperature > 0);
     # each problem's score is the mean over its samples (pass@1's unbiased estimator)
     samples: int = Field(default=1, ge=1, le=1000)
+    # extension (strong_reject): the base model's evaluation of the same prompts, a run name
+    # or a path to its results; the report adds the relative deflection and its test
+    baseline: str | None = Field(default=None, min_length=1)
 
     @property
     def is_judge(self) -> bool:
@@ -214,6 +217,8 @@ class EvaluationConfig(_Section):
             raise ValueError("evaluation.compat goes with a benchmark task (mmlu, gpqa, ...)")
         if self.samples > 1 and self.benchmark is None:
             raise ValueError("evaluation.samples goes with a benchmark task (humaneval, ...)")
+        if self.baseline is not None and self.task != "strong_reject":
+            raise ValueError("evaluation.baseline goes with task strong_reject")
         return self
 
 

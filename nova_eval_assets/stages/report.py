@@ -33,6 +33,7 @@ from nova_eval_assets.report.results import (
     subtask_markdown,
     summary_markdown,
 )
+from nova_eval_assets.stages.baseline import compare_to_baseline
 from nova_eval_assets.stages.schemas import METRICS_SCHEMA
 from nova_eval_assets.tasks.aggregate import TaskTally
 from nova_eval_assets.tasks.base import PROBLEM_FIELD, SUBTASK_FIELD
@@ -320,6 +321,11 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
         bleu_stderr = bootstrap.result() if bootstrap is not None else None
     if tally.benchmark is not None:
         entries = tally.benchmark.results()
+        if recipe.evaluation.baseline is not None:  # strong_reject against its base model
+            paired = compare_to_baseline(loaded, examples_path, tally.benchmark.task.headline)
+            config_paired = {"baseline_examples": paired.pop("baseline_examples")}
+            for key in (result_key(loaded), "all"):
+                entries[key] = {**entries[key], **paired}
         metrics = {**entries["all"], **custom}
     elif recipe.evaluation.task == "rft_eval":  # the reward function's metrics alone
         entries = {result_key(loaded): custom}
@@ -359,6 +365,8 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     }
     if processor is not None:
         config_general["processor"] = processor
+    if recipe.evaluation.baseline is not None:
+        config_general["baseline"] = {"named": recipe.evaluation.baseline, **config_paired}
     if tally.benchmark is not None:
         config_general["subtasks"] = validation.get("subtasks")
         config_general["subtask_rows"] = tally.benchmark.subtask_rows()
