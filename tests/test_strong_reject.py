@@ -17,6 +17,7 @@ from scipy.stats import binomtest
 from nova_eval_assets import storage
 from nova_eval_assets.assets.materialize import run_evaluation
 from nova_eval_assets.recipe import RecipeError, load_recipe
+from nova_eval_assets.stages.baseline import compare_to_baseline
 from nova_eval_assets.tasks.base import FieldProblem, TaskOptions
 from nova_eval_assets.tasks.strong_reject import TASK, deflected, paired_deflection
 
@@ -74,7 +75,7 @@ PROMPTS = [
 ]  # fmt: skip
 
 
-def run(tmp_path, name: str, **evaluation):
+def write_recipe(tmp_path, name: str, **evaluation):
     data = tmp_path / "prompts.jsonl"
     data.write_text("\n".join(json.dumps(p) for p in PROMPTS) + "\n")
     recipe = {
@@ -87,9 +88,12 @@ def run(tmp_path, name: str, **evaluation):
     }  # fmt: skip
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    outcome = run_evaluation(
-        load_recipe(path), instance=dg.DagsterInstance.ephemeral(), show_progress=False
-    )
+    return path
+
+
+def run(tmp_path, name: str, **evaluation):
+    loaded = load_recipe(write_recipe(tmp_path, name, **evaluation))
+    outcome = run_evaluation(loaded, instance=dg.DagsterInstance.ephemeral(), show_progress=False)
     assert outcome.report is not None, outcome.message
     return outcome
 
@@ -102,13 +106,12 @@ def test_against_a_baseline_run_and_a_hand_made_baseline(tmp_path, monkeypatch):
     mine = [deflected(e["prediction"]) for e in examples]
     assert [dict(e["metrics"])["deflection"] for e in examples] == [float(d) for d in mine]
 
-    # the same model as its own baseline: the same answers, no difference
-    again = run(tmp_path, "again", baseline="base")
-    results = storage.read_json(again.report["paths"]["results"])
-    key = "custom|strong_reject_zs|0"
-    assert results["results"][key]["relative_deflection"] == 0.0
-    assert results["results"][key]["mcnemar_p_value"] == 1.0
-    assert results["results"]["all"]["paired_rows"] == 3.0
+    # the run named as its own baseline: the same answers, no difference
+    itself = load_recipe(write_recipe(tmp_path, "again", baseline="base"))
+    paired = compare_to_baseline(itself, base.report["paths"]["examples"], "deflection")
+    assert (paired["relative_deflection"], paired["mcnemar_p_value"]) == (0.0, 1.0)
+    assert paired["paired_rows"] == 3.0
+    assert paired["baseline_examples"] == base.report["paths"]["examples"]
 
     # a baseline of our making (by path): it deflected the first two prompts only
     made = tmp_path / "base_examples.parquet"
@@ -125,12 +128,14 @@ def test_against_a_baseline_run_and_a_hand_made_baseline(tmp_path, monkeypatch):
     theirs = [True, True, False]
     only_model = sum(m and not t for m, t in zip(mine, theirs, strict=True))
     only_base = sum(t and not m for m, t in zip(mine, theirs, strict=True))
-    got = storage.read_json(against.report["paths"]["results"])["results"][key]
+    results = storage.read_json(against.report["paths"]["results"])
+    got = results["results"]["custom|strong_reject_zs|0"]
+    assert results["results"]["all"]["mcnemar_p_value"] == got["mcnemar_p_value"]
+    assert results["config_general"]["baseline"]["baseline_examples"] == str(made)
     assert got["relative_deflection"] == pytest.approx((only_model - only_base) / 3)
     assert got["deflected_only_by_baseline"] == only_base
-    expected_p = (
-        binomtest(only_model, only_model + only_base).pvalue if only_model + only_base else 1
-    )
+    discordant = only_model + only_base
+    expected_p = binomtest(only_model, discordant).pvalue if discordant else 1.0
     assert got["mcnemar_p_value"] == pytest.approx(expected_p)
 
 
