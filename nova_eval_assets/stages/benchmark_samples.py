@@ -105,8 +105,9 @@ def sample_batches(
                     pending["response"].append(sample.target)
                     pending["system"].append(sample.system)
                     pending["metadata"].append(json.dumps(metadata, ensure_ascii=False))
-                    pending["images"].append(None)
+                    pending["images"].append(list(sample.images) or None)
                     outcome.valid_rows += 1
+                    outcome.rows_with_images += bool(sample.images)
         if len(pending["row_index"]) + len(rejected) >= rows_per_batch:
             yield batch()
     if pending["row_index"] or rejected:

@@ -31,6 +31,8 @@ class Sample:
     subtask: str | None = None
     metadata: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
     system: str | None = None
+    #: images shown with the prompt, in order, as data URIs (mmmu)
+    images: tuple[str, ...] = ()
 
 
 class FieldProblem(ValueError):
