@@ -221,12 +221,11 @@ def arrow_schema(schema: DatasetSchema) -> pa.Schema:
     return pa.schema(columns)
 
 
-def check_row(
-    line_number: int, text: str, schema: DatasetSchema, metadata_format: str
-) -> tuple[dict[str, str | list[str] | None] | None, list[Problem]]:
-    """One line: the parsed row, or the problems that reject it."""
-    if schema is RFT:
-        return check_rft_row(line_number, text)
+def _object_of(
+    line_number: int, text: str, schema: DatasetSchema
+) -> tuple[dict | None, list[Problem]]:
+    """The line's JSON object and a problem per field the schema does not know, or (None,
+    why the line is not a JSON object)."""
     try:
         obj = parse_strict_json(text)
     except json.JSONDecodeError as exc:
@@ -240,6 +239,18 @@ def check_row(
         for key in obj
         if key not in schema.fields
     ]
+    return obj, problems
+
+
+def check_row(
+    line_number: int, text: str, schema: DatasetSchema, metadata_format: str
+) -> tuple[dict[str, str | list[str] | None] | None, list[Problem]]:
+    """One line: the parsed row, or the problems that reject it."""
+    if schema is RFT:
+        return check_rft_row(line_number, text)
+    obj, problems = _object_of(line_number, text, schema)
+    if obj is None:
+        return None, problems
     row: dict[str, str | list[str] | None] = {}
     for name in schema.fields:
         value = obj.get(name)
@@ -287,19 +298,9 @@ def check_rft_row(
     system's as ``system``, ``reference_answer`` as its JSON text in ``response`` and the
     ``id`` in ``metadata`` (``{"id": ...}``). A message's content is a string, or a list of
     ``{"type": "text", "text": ...}`` parts, joined with newlines."""
-    try:
-        obj = parse_strict_json(text)
-    except json.JSONDecodeError as exc:
-        return None, [Problem(line_number, None, f"invalid JSON: {exc.msg} at column {exc.colno}")]
-    except StrictJsonError as exc:
-        return None, [Problem(line_number, None, str(exc))]
-    if not isinstance(obj, dict):
-        return None, [Problem(line_number, None, f"expected a JSON object, got {_kind(obj)}")]
-    problems = [
-        Problem(line_number, key, f"unknown field; allowed: {', '.join(RFT.fields)}")
-        for key in obj
-        if key not in RFT.fields
-    ]
+    obj, problems = _object_of(line_number, text, RFT)
+    if obj is None:
+        return None, problems
     if "reference_answer" not in obj:
         problems.append(Problem(line_number, "reference_answer", "missing required field"))
     sample_id = obj.get("id")
