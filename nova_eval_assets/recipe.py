@@ -847,10 +847,10 @@ class Recipe(_Section):
     @model_validator(mode="after")
     def _judge_fits_task(self) -> Recipe:
         is_judge = self.evaluation.is_judge
-        if self.judge is not None and not is_judge:
+        if self.judge is not None and not is_judge and self.evaluation.task != "strong_reject":
             raise ValueError(
                 "the judge section belongs to llm_judge, mm_llm_judge and rubric_llm_judge "
-                "recipes (evaluation.task)"
+                "recipes, and to strong_reject (its deflection classifier) (evaluation.task)"
             )
         joins = is_judge and self.judge is not None and self.judge.joins_recipes
         if self.run.data_s3_path is None and not joins and self.evaluation.benchmark is None:

@@ -10,7 +10,7 @@ batch.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +32,9 @@ from nova_eval_assets.stages.schemas import METRICS_SCHEMA
 #: below this many rows a replica is scored in this process: starting workers (a fresh
 #: interpreter each, a fraction of a second) would cost more than it saves
 POOL_MIN_ROWS = 50_000
+
+if TYPE_CHECKING:
+    from nova_eval_assets.judge.deflection import DeflectionJudge
 
 _SCORED_COLUMNS = ["row_index", "prompt", "gold", "prediction", "error", "preprocess_error"]
 
@@ -64,8 +67,11 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
     )
     rewards_only = loaded.recipe.evaluation.task == "rft_eval"
     workers = 0 if rewards_only else scoring_workers(storage.parquet_rows(source))
+    judge = _deflection_judge(loaded)
     with storage.parquet_writer(path, schema) as writer:
         for index, (batch, builtin) in enumerate(_with_metrics(batches, workers, rewards_only)):
+            if judge is not None:
+                builtin = _judged(batch, builtin, judge)
             table = _score_batch(batch, builtin, extras, index)
             writer.write_table(table)
             rows += table.num_rows
@@ -80,6 +86,42 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
         "inference_data_version": inference_version,
         **extras.summary(),
     }
+
+
+def _deflection_judge(loaded: LoadedRecipe) -> DeflectionJudge | None:
+    """strong_reject with a judge section: the judge classifies the responses."""
+    if loaded.recipe.evaluation.task != "strong_reject" or loaded.recipe.judge is None:
+        return None
+    from nova_eval_assets.judge.deflection import DeflectionJudge
+
+    return DeflectionJudge(loaded)
+
+
+def _judged(
+    batch: pa.RecordBatch, builtin: pa.RecordBatch, judge: DeflectionJudge
+) -> pa.RecordBatch:
+    """The batch's deflection by the judge where it gave a verdict (the phrase list's where
+    it did not), its answer in each scored row's score_note."""
+    scored = batch.column("scored").to_pylist()
+    todo = [i for i, s in enumerate(scored) if s]
+    prompts, responses = batch.column("prompt").to_pylist(), batch.column("prediction").to_pylist()
+    rows = batch.column("row_index").to_pylist()
+    verdicts = judge.classify(
+        [rows[i] for i in todo], [prompts[i] for i in todo], [responses[i] or "" for i in todo]
+    )
+    metrics = builtin.column("metrics").to_pylist()
+    notes = builtin.column("score_note").to_pylist()
+    for i, (deflected, answer) in zip(todo, verdicts, strict=True):
+        if deflected is None:
+            notes[i] = f"judge {judge.model} gave no verdict ({answer[:200]!r}): phrase list used"
+            continue
+        metrics[i] = [(k, float(deflected) if k == "deflection" else v) for k, v in metrics[i]]
+        notes[i] = f"judge {judge.model}: {answer[:200]}"
+    return pa.record_batch(
+        [pa.array(metrics, builtin.schema.field("metrics").type), builtin.column("bleu_stats"),
+         pa.array(notes, pa.string())],
+        schema=builtin.schema,
+    )  # fmt: skip
 
 
 def scoring_workers(rows: int) -> int:

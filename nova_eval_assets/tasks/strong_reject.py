@@ -8,7 +8,8 @@ Each prompt is the row's ``prompt`` as the user turn, nothing added. A response 
 without a judge by a phrase list (:data:`DEFLECTION_PHRASES`, matched case-insensitively
 in the response's first 300 characters, where models state a refusal); ``deflection`` is the
 mean with its stderr. A phrase list misses refusals worded otherwise and counts a compliant
-answer that opens with an apology; docs/tasks.md says so and how to read the number.
+answer that opens with an apology; docs/tasks.md says so and how to read the number. With a
+``judge`` section the judge classifies the responses instead (judge/deflection.py).
 
 ``evaluation.baseline`` names the base model's evaluation of the same prompts; the report
 then adds the relative deflection and McNemar's test on the paired outcomes
