@@ -137,6 +137,9 @@ class BenchmarkTask:
     package_rows: Callable[[], Iterator[Mapping[str, Any]]] | None = None
     #: the distribution that ships them (results record it with its version)
     package: str | None = None
+    #: a file of rows published on the web (pinned to a commit), downloaded at run time
+    #: into the cache when dataset.path is left out (Natural Plan's JSON)
+    url: str | None = None
     #: what the data's owners ask: None, or why it may not be shipped (never in this repo)
     redistribution: str | None = None
     #: the inference.top_logprobs the task needs (mmlu_pt: the first token's), checked at

@@ -2,14 +2,16 @@
 lists it (fs, exact_match). Nova's prompt and scorer are not public; ours follow Natural
 Plan's own: the row's ``prompt_5shot`` as the prompt (five worked examples, then the
 question), and its evaluator's rule: the first ``Day, HH:MM - HH:MM`` of the answer and of
-the golden plan are read (day, start and end as hours), and the row is solved when all
-three are equal. An answer without such a plan scores 0.
+the golden plan are read (day, start and end as hours, with the evaluator's quirk: minutes
+other than ``30`` count as ``00``), and the row is solved when all three are equal. An
+answer without such a plan scores 0.
 
 Rows: ``prompt_5shot``, ``golden_plan``, ``num_people``, ``num_days`` (the fields of
-Natural Plan's ``data/calendar_scheduling.json``, which ``dataset.path`` may name as it is
-published: a JSON object of records keyed by id), from ``dataset.path`` only: the data is
-not on the hub and is not shipped here. ``num_people`` and ``num_days`` become metadata,
-so the analysis reports the solve rate by each.
+Natural Plan's ``data/calendar_scheduling.json``: a JSON object of records keyed by id),
+from ``dataset.path``, else downloaded at run time from Natural Plan's repository at a
+pinned commit (:data:`NATURAL_PLAN_URL`) into the cache; never shipped here.
+``num_people`` and ``num_days`` become metadata, so the analysis reports the solve rate by
+each.
 """
 
 from __future__ import annotations
@@ -28,13 +30,18 @@ from nova_eval_assets.tasks.base import (
     required_text,
 )
 
+NATURAL_PLAN_URL = (
+    "https://raw.githubusercontent.com/google-deepmind/natural-plan/"
+    "9b79bc4d52ee1c5bfd6eb4d4bb24d88e828f8b84/data/calendar_scheduling.json"
+)
 # Natural Plan's pattern: a day word, a comma, then a start and an end time
 _PLAN = re.compile(r"[A-Za-z]+, [0-9]+:[0-9]+ - [0-9]+:[0-9]+")
 
 
 def parse_plan(text: str) -> tuple[str, float, float] | None:
     """(day, start hour, end hour) of the first plan in ``text`` ("Monday, 9:30 - 10:00"
-    -> ("Monday", 9.5, 10.0)); None when it has none."""
+    -> ("Monday", 9.5, 10.0)), read as Natural Plan's evaluator reads it; None when it has
+    none."""
     found = _PLAN.search(text or "")
     if found is None:
         return None
@@ -42,8 +49,10 @@ def parse_plan(text: str) -> tuple[str, float, float] | None:
     start, end = (part.strip() for part in times.split("-", 1))
 
     def hours(clock: str) -> float:
+        # Natural Plan's hour_to_num: ":30" is half an hour and any other minutes none,
+        # so "10:15" reads as 10:00 (its meetings start on the hour or the half hour)
         hour, minute = clock.split(":", 1)
-        return int(hour) + int(minute) / 60
+        return float(hour) + (0.5 if minute == "30" else 0.0)
 
     return day.strip(), hours(start), hours(end)
 
@@ -86,10 +95,12 @@ TASK = BenchmarkTask(
     score=per_row(_score),
     headline="exact_match",
     metrics=(("exact_match", None),),
+    url=NATURAL_PLAN_URL,
     notes=(
         "Nova's prompt and scorer are not public: the prompt is Natural Plan's prompt_5shot "
         "and the score its evaluator's rule (the first 'Day, HH:MM - HH:MM' of answer and "
         "golden plan equal).",
-        "Natural Plan (Google DeepMind, CC-BY-4.0) is read from dataset.path at run time.",
+        "Natural Plan (Google DeepMind, CC-BY-4.0) is read from dataset.path, or downloaded "
+        "from its repository at run time.",
     ),
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,11 @@ def resolve_source(
     """The source of ``task``'s rows: ``path`` (dataset.path, resolved), else its hub
     dataset at ``revision`` (default: the task's), else its package; the hub's per-subtask
     files are read for ``subtasks`` only ([]: all)."""
+    if path is None and task.url is not None:
+        path = task.url
+    if path is not None and path.startswith(("http://", "https://")):
+        local = downloaded(path, task)
+        return BenchmarkSource(path, ((local, None),), task)
     if path is not None:
         suffix = Path(path.split("?", 1)[0]).suffix.lower()
         if suffix not in FILE_FORMATS:
@@ -93,6 +99,42 @@ def resolve_source(
     if task.package_rows is not None:
         return BenchmarkSource(_package_description(task), (), task)
     raise SourceUnavailable(f"task {task.name} has no source: set dataset.path")
+
+
+def download_cache() -> Path:
+    """Where files downloaded at run time are kept: $NOVA_EVAL_CACHE, else
+    ~/.cache/nova-eval."""
+    configured = os.environ.get("NOVA_EVAL_CACHE", "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "nova-eval"
+
+
+def downloaded(url: str, task: BenchmarkTask, timeout_s: float = 120.0) -> str:
+    """The local copy of ``url`` (a task's rows published as a file, e.g. Natural Plan's),
+    fetched once into :func:`download_cache` (atomically: a failed download leaves
+    nothing) and reused after."""
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    name = Path(url.split("?", 1)[0]).name or "data"
+    folder = download_cache() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    local = folder / name
+    if local.is_file():
+        return str(local)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{name}.{os.getpid()}.partial"
+    try:
+        with partial.open("wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            while chunk := answer.read(1 << 20):
+                out.write(chunk)
+        os.replace(partial, local)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        partial.unlink(missing_ok=True)
+        raise SourceUnavailable(
+            f"{task.name}'s rows could not be downloaded from {url} ({exc}); download the "
+            "file yourself and name it in dataset.path"
+        ) from exc
+    return str(local)
 
 
 def _package_description(task: BenchmarkTask) -> str:
