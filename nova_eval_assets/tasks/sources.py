@@ -81,6 +81,9 @@ def resolve_source(
     files are read for ``subtasks`` only ([]: all)."""
     if path is None and task.url is not None:
         path = task.url
+    if path is not None and path.startswith(HUB_PREFIX):
+        repo, hub_revision, files = hub_path(path)
+        return _hub_source(task, HubSource(repo, files), revision or hub_revision, subtasks)
     if path is not None and path.startswith(("http://", "https://")):
         local = downloaded(path, task)
         return BenchmarkSource(path, ((local, None),), task)
@@ -99,6 +102,24 @@ def resolve_source(
     if task.package_rows is not None:
         return BenchmarkSource(_package_description(task), (), task)
     raise SourceUnavailable(f"task {task.name} has no source: set dataset.path")
+
+
+HUB_PREFIX = "hf://datasets/"
+
+
+def hub_path(path: str) -> tuple[str, str, str]:
+    """(repo, revision, file glob) of ``hf://datasets/<owner>/<name>[@<revision>]/<glob>``
+    (a dataset.path that reads a hub repository's files at run time; revision default
+    ``main``)."""
+    parts = path[len(HUB_PREFIX) :].split("/", 2)
+    if len(parts) < 3 or not all(parts):
+        raise SourceUnavailable(
+            f"dataset.path {path!r}: a hub dataset is hf://datasets/<owner>/<name>"
+            "[@<revision>]/<file or glob>"
+        )
+    owner, name, files = parts
+    name, _, revision = name.partition("@")
+    return f"{owner}/{name}", revision or "main", files
 
 
 def download_cache() -> Path:
