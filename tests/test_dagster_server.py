@@ -171,7 +171,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[Server, dict]]:
         "DAGSTER_HOME": str(home),
         "NOVA_EVAL_RECIPES_DIR": str(recipes),
         "NOVA_EVAL_OUTPUT_ROOT": str(tmp_path / "outputs"),
-        "NOVA_EVAL_AUTOMATION_INTERVAL_S": "5",  # the automation sensors tick every 5 s
+        "NOVA_EVAL_AUTOMATION_INTERVAL_S": "3",  # the automation sensors tick every 3 s
         "NOVA_EVAL_SENSOR_INTERVAL_S": "3600",
         "PYTHONPATH": str(PROJECT),
         "OMP_NUM_THREADS": "1",  # two model processes on two shared cores

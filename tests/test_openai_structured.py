@@ -79,7 +79,7 @@ ISSUES = ["the printer on floor 2 is jammed", "the VPN drops every hour",
           "Excel crashes when I open a file", "the Wi-Fi in room B is down",
           "I need access to the finance share"]  # fmt: skip
 #: rows x seeds per schema (the classification schema's answers are long: fewer rows)
-SAMPLES = {"enum": (8, 2), "classification": (6, 2), "bounded": (8, 2), "array": (8, 3)}
+SAMPLES = {"enum": (6, 2), "classification": (4, 2), "bounded": (8, 2), "array": (6, 2)}
 MAX_NEW_TOKENS = {"enum": 48, "classification": 192, "bounded": 64, "array": 48}
 
 
