@@ -84,7 +84,7 @@ IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
 _URI_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
 # Pillow's name of a decoded format -> ours (other formats are refused)
 # (MPO: a camera's JPEG with extra pictures appended, a JPEG to every reader)
-_PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "GIF": "gif", "WEBP": "webp"}
+PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "GIF": "gif", "WEBP": "webp"}
 MAX_IMAGES_PER_ROW = 20  # Bedrock Converse's limit
 MAX_IMAGE_BYTES = 3_932_160  # 3.75 MiB decoded: Bedrock Converse's limit
 MAX_IMAGE_SIDE = 8000  # pixels per side: Nova's (and Bedrock Converse's) limit
@@ -510,7 +510,7 @@ def data_uri_problem(data: str) -> str | None:
         return f"not an image: the {len(raw)} decoded bytes are no image format Pillow knows"
     except Exception as exc:  # a damaged image: Pillow raises OSError, SyntaxError, ...
         return f"not a readable image ({type(exc).__name__}: {exc})"
-    actual = _PIL_FORMATS.get(decoded or "")
+    actual = PIL_FORMATS.get(decoded or "")
     if actual is None:
         return f"the data is a {decoded} image; allowed: {', '.join(IMAGE_FORMATS)}"
     if actual != claimed:

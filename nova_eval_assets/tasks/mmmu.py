@@ -30,6 +30,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from nova_eval_assets.dataset import PIL_FORMATS, data_uri_problem
 from nova_eval_assets.tasks.base import (
     BenchmarkTask,
     FieldProblem,
@@ -82,23 +83,31 @@ def subject_of(row: Mapping[str, Any], subtask: str | None) -> str:
 
 
 def image_uri(value: Any, name: str) -> str:
-    """One image as a data URI: the hub's ``{bytes, path}``, raw bytes or a data URI."""
-    if isinstance(value, str) and value.startswith("data:image/"):
-        return value
-    data = value.get("bytes") if isinstance(value, Mapping) else value
-    if not isinstance(data, bytes | bytearray) or not data:
-        raise FieldProblem(name, "must be an image: {bytes, path}, bytes or a data URI")
-    from PIL import Image, UnidentifiedImageError
+    """One image as a data URI (the hub's ``{bytes, path}``, raw bytes or a data URI),
+    checked as every dataset image is (dataset.data_uri_problem: format, size, sides)."""
+    if isinstance(value, str):
+        uri = value
+    else:
+        data = value.get("bytes") if isinstance(value, Mapping) else value
+        if not isinstance(data, bytes | bytearray) or not data:
+            raise FieldProblem(name, "must be an image: {bytes, path}, bytes or a data URI")
+        from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            kind = (image.format or "").lower()
-    except UnidentifiedImageError as exc:
-        raise FieldProblem(name, "is not an image Pillow can open") from exc
-    kind = {"mpo": "jpeg"}.get(kind, kind)
-    if kind not in ("png", "jpeg", "gif", "webp"):
-        raise FieldProblem(name, f"is a {kind or 'unknown'} image; png, jpeg, gif or webp only")
-    return f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                decoded = image.format or ""
+        except UnidentifiedImageError as exc:
+            raise FieldProblem(name, "is not an image Pillow can open") from exc
+        kind = PIL_FORMATS.get(decoded)
+        if kind is None:
+            raise FieldProblem(
+                name, f"is a {decoded or 'unknown'} image; png, jpeg, gif or webp only"
+            )
+        uri = f"data:image/{kind};base64,{base64.b64encode(data).decode('ascii')}"
+    problem = data_uri_problem(uri)
+    if problem is not None:
+        raise FieldProblem(name, problem)
+    return uri
 
 
 def _options(row: Mapping[str, Any]) -> list[str]:
