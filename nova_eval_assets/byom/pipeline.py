@@ -312,16 +312,7 @@ class ReplicaExtras:
                         schema=_REWARD_CHECKPOINT,
                     ),
                 )
-        todo_count = sum(bool(x) for x in scored)
-        errors = columns["postprocess_error"]
-        self.postprocessed += todo_count
-        self.errors += sum(e is not None for e in errors)
-        self.call_seconds += sum(s or 0.0 for s in columns["postprocess_seconds"])
-        self.first_errors += first_errors(
-            outputs.column("row_index").to_pylist(),
-            errors,
-            MAX_LISTED_ERRORS - len(self.first_errors),
-        )
+        self._count(outputs.column("row_index").to_pylist(), sum(map(bool, scored)), columns)
 
     def _postprocess(
         self,
@@ -351,14 +342,18 @@ class ReplicaExtras:
                 columns["postprocess_error"][i] = error
             else:
                 columns["postprocess_error"][i] = result.error
+        self._count([o["row_index"] for o in outputs], len(todo), columns)
+
+    def _count(
+        self, row_indices: Sequence[int], called: int, columns: dict[str, list[Any]]
+    ) -> None:
+        """One batch's calls, errors, call time and first errors, into the summary."""
         errors = columns["postprocess_error"]
-        self.postprocessed += len(todo)
+        self.postprocessed += called
         self.errors += sum(e is not None for e in errors)
-        self.call_seconds += sum(r.seconds for r in results)
+        self.call_seconds += sum(s or 0.0 for s in columns["postprocess_seconds"])
         self.first_errors += first_errors(
-            [o["row_index"] for o in outputs],
-            errors,
-            MAX_LISTED_ERRORS - len(self.first_errors),
+            row_indices, errors, MAX_LISTED_ERRORS - len(self.first_errors)
         )
 
     def summary(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nova_eval_assets.byom.runner import CallResult, ProcessorRunner
+from nova_eval_assets.byom.runner import ProcessorRunner
 
 REWARD_SCORE = "lambda_reward_score"
 METRIC_PREFIX = "lambda_"
@@ -216,7 +216,7 @@ class RewardFunction:
             list(samples[start : start + self.batch_size])
             for start in range(0, len(samples), self.batch_size)
         ]
-        results = self._call(calls)
+        results = self.runner.invoke_each(calls, read_reply)
         outcomes: list[RewardOutcome] = []
         for call, result in zip(calls, results, strict=True):
             ids = [sample["id"] for sample in call]
@@ -228,16 +228,6 @@ class RewardFunction:
                 RewardOutcome(o.metrics, o.error, share) for o in attribute(result.body, ids)
             ]
         return outcomes
-
-    def _call(self, calls: list[list[dict[str, Any]]]) -> list[CallResult]:
-        assert self.runner is not None
-        runner = self.runner
-        if runner.concurrency == 1 or len(calls) <= 1:
-            return [runner.invoke(call, read_reply) for call in calls]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(runner.concurrency, thread_name_prefix="nova-reward") as pool:
-            return list(pool.map(lambda call: runner.invoke(call, read_reply), calls))
 
 
 # ---------------------------------------------------------------- presets

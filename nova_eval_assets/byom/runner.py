@@ -316,10 +316,17 @@ class ProcessorRunner:
         return self.run(events)
 
     def run(self, events: Sequence[dict[str, Any]]) -> list[CallResult]:
-        if self.concurrency == 1 or len(events) <= 1:
-            return [self.call(event) for event in events]
+        return self._each(self.call, events)
+
+    def invoke_each(self, payloads: Sequence[Any], read: AnswerReader) -> list[CallResult]:
+        """:meth:`invoke` for each payload, in order, ``processor.concurrency`` at a time."""
+        return self._each(lambda payload: self.invoke(payload, read), payloads)
+
+    def _each(self, call: Callable[[Any], CallResult], items: Sequence[Any]) -> list[CallResult]:
+        if self.concurrency == 1 or len(items) <= 1:
+            return [call(item) for item in items]
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="nova-processor") as pool:
-            return list(pool.map(self.call, events))
+            return list(pool.map(call, items))
 
     def call(self, event: dict[str, Any]) -> CallResult:
         """One event, with the timeout, retries and error recording described above."""
