@@ -129,6 +129,15 @@ class EvalLayout:
     def examples(self) -> str:
         return self.result("examples.parquet")
 
+    @property
+    def inspect_dir(self) -> str:
+        """The Inspect AI logs (``.eval``) of this evaluation: ``inspect view --log-dir`` it."""
+        return self.result("inspect")
+
+    def inspect_log(self, stamp: str, task: str) -> str:
+        """The Inspect AI log of the results written at ``stamp`` (the results JSON's)."""
+        return storage.join(self.inspect_dir, *_components((f"{stamp}_{safe_name(task)}.eval",)))
+
     def analysis(self, *parts: str) -> str:
         """The analysis of this evaluation (report.html, analysis.json, ...)."""
         return self.result("analysis", *parts)

@@ -131,12 +131,23 @@ class RunConfig(_Section):
 
     @field_validator("name")
     @classmethod
+    # extension: the Inspect AI log (.eval) beside the results; auto: for runs of at most
+    # report/inspect_log.py's INSPECT_LOG_AUTO_MAX_ROWS rows (the viewer is not made for more)
+    inspect_log: Literal["auto", True, False] = "auto"
     def _is_run_name(cls, value: str) -> str:
         return _check_run_name(value)
 
     @field_validator(
         "output_s3_path", "mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name"
     )
+    @field_validator("inspect_log", mode="before")
+    @classmethod
+    def _inspect_log_setting(cls, value: Any) -> Any:
+        # before the Literal, which would take 1 for true
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise ValueError("allowed values: auto, true, false")
+
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None

@@ -4,9 +4,6 @@ Markdown metadata, and the recipe's analysis section."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -26,12 +23,10 @@ from nova_eval_assets.assets.analysis import build_analysis_assets
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import AnalysisConfig, RecipeError, parse_recipe
 from nova_eval_assets.report.analysis_markdown import analysis_markdown
+from tests import browser
 from tests.analysis_synthetic import make_examples, support_ticket_examples
 
 PROJECT = Path(__file__).resolve().parents[1]
-CHROMIUM = next(
-    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
-)
 PROBE = """<script>
 const root = document.documentElement;
 window.addEventListener('error', e => root.setAttribute('data-error', e.message));
@@ -92,35 +87,11 @@ def render(html_file: Path, tmp_path: Path) -> tuple[str, Image.Image]:
     and a full-width screenshot."""
     probe = tmp_path / f"probe_{html_file.parent.name}.html"
     probe.write_text(html_file.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
-    # --no-sandbox: Chromium's sandbox refuses root; the --disable-* flags keep it off the
-    # network; a fresh profile per launch, so one launch's state never reaches the next
-    common = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-profile-', dir=tmp_path)}",
-        "--window-size=1280,2400",
-        "--virtual-time-budget=5000",
-    ]
-    dom = subprocess.run(
-        [*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120
+    dom = browser.dump_dom(probe.as_uri(), tmp_path)
+    shot = browser.screenshot(
+        html_file.as_uri(), tmp_path / f"{html_file.parent.name}.png", tmp_path
     )
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    shot = tmp_path / f"{html_file.parent.name}.png"
-    done = subprocess.run(
-        [*common, f"--screenshot={shot}", html_file.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
-    return dom.stdout, Image.open(shot).convert("RGB")
+    return dom, Image.open(shot).convert("RGB")
 
 
 def assert_rendered(dom: str, screenshot: Image.Image, images: int) -> None:
@@ -132,11 +103,7 @@ def assert_rendered(dom: str, screenshot: Image.Image, images: int) -> None:
     assert not_white > 0.03 and colors is not None and len(colors) > 50  # not blank
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="chromium is not on PATH; install it (as root on Debian or Ubuntu) with "
-    "`apt-get update && apt-get install -y chromium`, as .ci/run does in CI",
-)
+@browser.needs_chromium
 def test_html_reports_render_in_headless_chromium(ticket_analysis, tmp_path):
     result, paths, table = ticket_analysis
     dom, screenshot = render(Path(paths["report"]), tmp_path)

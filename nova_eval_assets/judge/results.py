@@ -17,7 +17,12 @@ import pyarrow as pa
 
 from nova_eval_assets import storage
 from nova_eval_assets.judge.rubric import breakdown, is_rubric_table, row_scores
-from nova_eval_assets.judge.settings import is_rubric, judge_config, judge_model, labels
+from nova_eval_assets.judge.settings import (
+    is_rubric,
+    judge_config,
+    judge_model,
+    labels,
+)
 from nova_eval_assets.judge.summary import summarize, summary_markdown
 from nova_eval_assets.layout import EvalLayout, safe_name, timestamp
 from nova_eval_assets.recipe import LoadedRecipe
@@ -44,6 +49,17 @@ def task_key(loaded: LoadedRecipe) -> str:
     return NOVA_RUBRIC_TASK_KEY if is_rubric(loaded) else NOVA_JUDGE_TASK_KEY
 
 
+def preference_counts(preferences: list[str | None]) -> dict[str, float]:
+    """One prompt's counts over its passes' preferences, as Nova's details name them."""
+    return {
+        "a_scores": preferences.count("A"),
+        "b_scores": preferences.count("B"),
+        "ties": preferences.count("tie"),
+        "inference_error": preferences.count("error"),
+        "score": preferences.count("B") + preferences.count("tie") / 2,
+    }
+
+
 def details_table(table: pa.Table) -> pa.Table:
     """The lighteval-style details: each cell a Python-literal string. A rubric judge's
     rows add the weighted scores to ``metrics`` and, to ``specifics``, Nova's
@@ -58,13 +74,7 @@ def details_table(table: pa.Table) -> pa.Table:
         columns["example"].append(row["prompt"])
         columns["gold"].append("")
         columns["predictions"].append(repr([row["forward_raw"], row["backward_raw"]]))
-        metrics = {
-            "a_scores": prefs.count("A"),
-            "b_scores": prefs.count("B"),
-            "ties": prefs.count("tie"),
-            "inference_error": prefs.count("error"),
-            "score": prefs.count("B") + prefs.count("tie") / 2,
-        }
+        metrics: dict[str, Any] = preference_counts(prefs)
         for key, values in scores.items():
             metrics[key] = nan_to_none(float(values[index]))
         columns["metrics"].append(repr(metrics))
@@ -131,6 +141,10 @@ def write_judge_report(
         "num_judgments": 2 * table.num_rows,
         "num_rejected_rows": validation["rejected_rows"],
     }
+    from nova_eval_assets.report.inspect_log import inspect_log_decision  # imports inspect_ai
+
+    inspect_log, inspect_warning = inspect_log_decision(recipe.run.inspect_log, table.num_rows)
+    config_general["warnings"] = [inspect_warning] if inspect_warning else []
     if is_rubric(loaded):
         config_general["rubric_rule"] = (
             "the preference decides the verdict; weighted scores: scale (s-1)/4, binary 1/0, "
@@ -156,18 +170,26 @@ def write_judge_report(
     storage.write_parquet(details_path, details_table(table))
     judgments_path = layout.result("judgments.parquet")
     storage.write_parquet(judgments_path, table)
+    paths = {
+        "results": results_path,
+        "details": details_path,
+        "judgments": judgments_path,
+        "rejected_rows": layout.rejected_rows,
+    }
+    if inspect_log:
+        from nova_eval_assets.judge.inspect_log import write_judge_inspect_log
+
+        paths["inspect_log"] = write_judge_inspect_log(loaded, table, document)
+    warnings = config_general["warnings"]
     report = {
         "summary": clean,
         "diagnostics": nan_to_none(diagnostics),
         "baseline": baseline,
         "challenger": challenger,
-        "paths": {
-            "results": results_path,
-            "details": details_path,
-            "judgments": judgments_path,
-            "rejected_rows": layout.rejected_rows,
-        },
-        "summary_markdown": summary_markdown(summary, diagnostics),
+        "paths": paths,
+        "summary_markdown": summary_markdown(summary, diagnostics)
+        + "".join(f"\nWarning: {warning}\n" for warning in warnings),
+        "warnings": warnings,
     }
     storage.write_json(layout.latest_report, report)
     return report

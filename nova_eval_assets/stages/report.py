@@ -34,6 +34,7 @@ from nova_eval_assets.report.results import (
     summary_markdown,
 )
 from nova_eval_assets.stages.baseline import compare_to_baseline
+from nova_eval_assets.stages.engine_setup import sampling_settings
 from nova_eval_assets.stages.schemas import METRICS_SCHEMA
 from nova_eval_assets.tasks.aggregate import TaskTally
 from nova_eval_assets.tasks.base import PROBLEM_FIELD, SUBTASK_FIELD
@@ -375,6 +376,13 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     if recipe.notes:
         config_general["notes"] = recipe.notes
     warnings = tally.clipped.warnings()
+    from nova_eval_assets.report.inspect_log import (  # inspect_ai: imported when reporting
+        inspect_log_decision,
+        write_examples_inspect_log,
+    )
+
+    inspect_log, inspect_warning = inspect_log_decision(recipe.run.inspect_log, tally.rows)
+    warnings += [inspect_warning] if inspect_warning else []
     config_general["warnings"] = warnings
     document = results_document(metrics, config_general, entries)
     if classification is not None:
@@ -382,6 +390,11 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     results_path = layout.result(f"results_{stamp}.json")
     storage.write_json(results_path, document)
     paths.update(results=results_path, examples=examples_path, rejected_rows=layout.rejected_rows)
+    if inspect_log:
+        headline = tally.benchmark.task.headline if tally.benchmark is not None else None
+        paths["inspect_log"] = write_examples_inspect_log(
+            loaded, document, examples_path, sampling_settings(loaded), headline
+        )
     clean = document["results"]["all"]
     summary = summary_markdown(clean, counts)
     if entries is not None and tally.benchmark is not None:
