@@ -52,6 +52,13 @@ class GenerationRequest:
     # images shown with the prompt, in order: validated data URIs
     # (``data:image/<format>;base64,<data>``, dataset.py); empty for text
     images: tuple[str, ...] = ()
+    # earlier turns of the conversation, before `prompt` (the last user turn): (role, text)
+    # with role "user" or "assistant" (an Inspect task's solver that talks to the model twice)
+    history: tuple[tuple[str, str], ...] = ()
+
+    def turns(self) -> list[dict[str, str]]:
+        """The history as chat messages ({role, content}), oldest first."""
+        return [{"role": role, "content": text} for role, text in self.history]
 
 
 def row_seed(seed: int, row_index: int) -> int:
@@ -151,6 +158,8 @@ class Generation:
     error: str | None = None
     reasoning: str | None = None
     max_new_tokens: int | None = None
+    # evaluation.task inspect: the row's Inspect record (JSON: its scores and samples)
+    inspect_record: str | None = None
 
     @classmethod
     def failed(

@@ -162,7 +162,10 @@ def request_params(
     """The keyword arguments of ``client.converse`` for one row."""
     params: dict[str, Any] = {
         "modelId": model,
-        "messages": [{"role": "user", "content": user_content(request)}],
+        "messages": [
+            *({"role": role, "content": [{"text": text}]} for role, text in request.history),
+            {"role": "user", "content": user_content(request)},
+        ],
         "inferenceConfig": {
             "maxTokens": settings.max_new_tokens,
             "temperature": settings.temperature,

@@ -359,7 +359,9 @@ class HFEngine:
         """The prompt text as the model sees it (chat template, generation prompt added, the
         template's thinking switch set for `reasoning_effort`)."""
         if self.chat_template == "none":
-            return f"{request.system}\n\n{request.prompt}" if request.system else request.prompt
+            turns = [text for _, text in request.history] + [request.prompt]
+            text = "\n\n".join(turns)
+            return f"{request.system}\n\n{text}" if request.system else text
         if self.vision and self.chat_template == "own":
             # a vision-language template takes content parts (images, then the text)
             messages = chat_messages(request)
@@ -367,6 +369,7 @@ class HFEngine:
             messages = []
             if request.system is not None:
                 messages.append({"role": "system", "content": request.system})
+            messages.extend(request.turns())
             messages.append({"role": "user", "content": request.prompt})
         return self.tokenizer.apply_chat_template(
             messages,

@@ -347,6 +347,7 @@ class OpenAIEngine:
         messages = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
+        messages.extend(request.turns())
         messages.append({"role": "user", "content": user_content(request)})
         body: dict[str, Any] = {
             "model": self.model,

@@ -147,6 +147,8 @@ def chat_messages(request: GenerationRequest) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     if request.system is not None:
         messages.append({"role": "system", "content": [{"type": "text", "text": request.system}]})
+    for role, text in request.history:
+        messages.append({"role": role, "content": [{"type": "text", "text": text}]})
     messages.append({"role": "user", "content": user_content(request)})
     return messages
 

@@ -389,10 +389,13 @@ class VLLMEngine:
     def format_prompt(self, request: GenerationRequest, reasoning_effort: str | None = None) -> str:
         """The prompt text as the model sees it (as engines/hf.py formats it)."""
         if self.chat_template == "none":
-            return f"{request.system}\n\n{request.prompt}" if request.system else request.prompt
+            turns = [text for _, text in request.history] + [request.prompt]
+            text = "\n\n".join(turns)
+            return f"{request.system}\n\n{text}" if request.system else text
         messages = []
         if request.system is not None:
             messages.append({"role": "system", "content": request.system})
+        messages.extend(request.turns())
         messages.append({"role": "user", "content": request.prompt})
         return self.tokenizer.apply_chat_template(
             messages,
