@@ -141,6 +141,8 @@ def _read_dataset(loaded: LoadedRecipe) -> ValidationOutcome | None:
 def benchmark_summary(loaded: LoadedRecipe) -> str:
     """What a benchmark recipe runs: the task, its subtasks, where its rows come from, and
     where our behaviour is our own or differs from Nova's."""
+    from nova_eval_assets.tasks.inspect_task import InspectBenchmark
+
     recipe = loaded.recipe
     task = recipe.evaluation.benchmark
     assert task is not None
@@ -156,6 +158,8 @@ def benchmark_summary(loaded: LoadedRecipe) -> str:
             f"rows: hf://datasets/{task.hub.repo}@{revision}, read at run time "
             "(`nova-eval validate --preflight` checks it can be)"
         )
+    elif isinstance(task, InspectBenchmark):
+        lines += task.described()
     else:
         lines.append(f"rows: the {task.name} problems the {task.package} package ships")
     if task.redistribution:

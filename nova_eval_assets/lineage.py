@@ -299,14 +299,24 @@ def inference_code_version(loaded: LoadedRecipe) -> str:
     inference settings (engine, sampling, batch size, seed) and the inference code. The
     prompt template is the model's chat template, so it is covered by the checkpoint hash."""
     recipe = loaded.recipe
-    return digest(
+    parts: list[Any] = [
         "inference",
         INFERENCE_REVISION,
         recipe.run.model_name_or_path,
         # how many processes send the requests changes nothing that is generated
         recipe.inference.model_dump(exclude={"client_processes"}),
         engine_source_hash(recipe.inference.engine),
-    )
+    ]
+    if recipe.evaluation.inspect_specs:  # an Inspect task's solver and scorers generate too
+        from nova_eval_assets.tasks.inspect_task import code_identity
+
+        evaluation = recipe.evaluation
+        parts.append(
+            code_identity(
+                evaluation.inspect_specs, evaluation.inspect_args, evaluation.inspect_model
+            )
+        )
+    return digest(*parts)
 
 
 def model_id(loaded: LoadedRecipe) -> str:

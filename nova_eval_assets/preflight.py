@@ -122,7 +122,8 @@ def _parts(loaded: LoadedRecipe) -> list[_Part]:
     run = recipe.run
     parts: list[_Part] = []
 
-    benchmark = recipe.evaluation.benchmark
+    # an Inspect task's rows come from its own code, run when the evaluation runs
+    benchmark = None if recipe.evaluation.inspect_specs else recipe.evaluation.benchmark
     if benchmark is not None:
         if recipe.dataset.path is not None:
             data = resolve_relative(recipe.dataset.path, loaded.path.parent)

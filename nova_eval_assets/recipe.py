@@ -11,6 +11,7 @@ and what is allowed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from nova_eval_assets.tasks.registry import (
 #: criteria, then prefers); all run the same pairwise judge (nova_eval_assets/judge/).
 RUBRIC_TASK = "rubric_llm_judge"
 JUDGE_TASKS = ("llm_judge", "mm_llm_judge", RUBRIC_TASK)
+#: Inspect AI tasks as an evaluation (tasks/inspect_task.py)
+INSPECT_TASK = "inspect"
 
 
 def is_judge_task(task: str | None) -> bool:
@@ -128,18 +131,15 @@ class RunConfig(_Section):
     mlflow_run_name: str | None = None  # default: run.name and the results timestamp
     # extension: evaluate only the first N rows (the CLI's --limit)
     limit: int | None = Field(default=None, ge=1)
-
-    @field_validator("name")
-    @classmethod
     # extension: the Inspect AI log (.eval) beside the results; auto: for runs of at most
     # report/inspect_log.py's INSPECT_LOG_AUTO_MAX_ROWS rows (the viewer is not made for more)
     inspect_log: Literal["auto", True, False] = "auto"
+
+    @field_validator("name")
+    @classmethod
     def _is_run_name(cls, value: str) -> str:
         return _check_run_name(value)
 
-    @field_validator(
-        "output_s3_path", "mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name"
-    )
     @field_validator("inspect_log", mode="before")
     @classmethod
     def _inspect_log_setting(cls, value: Any) -> Any:
@@ -148,6 +148,9 @@ class RunConfig(_Section):
             return value
         raise ValueError("allowed values: auto, true, false")
 
+    @field_validator(
+        "output_s3_path", "mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name"
+    )
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
@@ -173,6 +176,12 @@ class EvaluationConfig(_Section):
     # extension (strong_reject): the base model's evaluation of the same prompts, a run name
     # or a path to its results; the report adds the relative deflection and its test
     baseline: str | None = Field(default=None, min_length=1)
+    # extension (task inspect): the Inspect tasks to run (file.py@task, file.py, an s3:// file,
+    # or a registered name such as inspect_evals/gpqa_diamond), their arguments, and
+    # Inspect's own model provider to answer instead of the recipe's engine ("openai/<model>")
+    inspect_task: str | list[str] | None = None
+    inspect_args: dict[str, Any] = Field(default_factory=dict)
+    inspect_model: str | None = Field(default=None, min_length=1)
 
     @property
     def is_judge(self) -> bool:
@@ -180,8 +189,24 @@ class EvaluationConfig(_Section):
         return is_judge_task(self.task)
 
     @property
+    def is_benchmark(self) -> bool:
+        """A benchmark task or Inspect tasks (known without importing an Inspect task)."""
+        return self.task == INSPECT_TASK or benchmark_task(self.task) is not None
+
+    @property
+    def inspect_specs(self) -> tuple[str, ...]:
+        specs = [self.inspect_task] if isinstance(self.inspect_task, str) else self.inspect_task
+        return tuple(specs or ())
+
+    @property
     def benchmark(self) -> BenchmarkTask | None:
-        """The benchmark task (None: gen_qa or a judge)."""
+        """The benchmark task (None: gen_qa or a judge). Task inspect: the recipe's Inspect
+        tasks, whose files this imports (tasks/inspect_task.py)."""
+        if self.task == INSPECT_TASK:
+            from nova_eval_assets.tasks.inspect_task import inspect_benchmark
+
+            args = json.dumps(self.inspect_args, sort_keys=True, default=str)
+            return inspect_benchmark(self.inspect_specs, args)
         return benchmark_task(self.task)
 
     @property
@@ -224,9 +249,23 @@ class EvaluationConfig(_Section):
         problem = subtask_problem(self.task, self.subtasks)
         if problem:
             raise ValueError(problem)
-        if self.compat is not None and self.benchmark is None:
+        if self.compat is not None and not self.is_benchmark:
             raise ValueError("evaluation.compat goes with a benchmark task (mmlu, gpqa, ...)")
-        if self.samples > 1 and self.benchmark is None:
+        if self.task == INSPECT_TASK and not self.inspect_specs:
+            raise ValueError(
+                "task inspect runs the Inspect tasks evaluation.inspect_task names "
+                "(path/to/file.py@task_name, or a registered name such as "
+                "inspect_evals/gpqa_diamond)"
+            )
+        if self.task != INSPECT_TASK:
+            for key in ("inspect_task", "inspect_model"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"evaluation.{key} goes with task inspect")
+            if self.inspect_args:
+                raise ValueError("evaluation.inspect_args goes with task inspect")
+        if any(not spec.strip() for spec in self.inspect_specs):
+            raise ValueError("evaluation.inspect_task names an empty task")
+        if self.samples > 1 and not self.is_benchmark:
             raise ValueError("evaluation.samples goes with a benchmark task (humaneval, ...)")
         if self.baseline is not None and self.task != "strong_reject":
             raise ValueError("evaluation.baseline goes with task strong_reject")
@@ -829,6 +868,13 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _benchmark_source(self) -> Recipe:
+        if self.evaluation.task == INSPECT_TASK:  # its rows are its tasks' samples
+            if self.dataset.path is not None or self.run.data_s3_path:
+                raise ValueError(
+                    "an inspect recipe's rows are its Inspect tasks' samples: leave "
+                    "dataset.path out and run.data_s3_path ''"
+                )
+            return self
         benchmark = self.evaluation.benchmark
         if benchmark is None:
             if self.dataset.path is not None or self.dataset.revision is not None:
@@ -864,7 +910,7 @@ class Recipe(_Section):
                 "recipes, and to strong_reject (its deflection classifier) (evaluation.task)"
             )
         joins = is_judge and self.judge is not None and self.judge.joins_recipes
-        if self.run.data_s3_path is None and not joins and self.evaluation.benchmark is None:
+        if self.run.data_s3_path is None and not joins and not self.evaluation.is_benchmark:
             raise ValueError(
                 "run.data_s3_path is required (only a benchmark, or a judge recipe that names "
                 "judge.baseline_recipe and judge.challenger_recipe, goes without)"
@@ -961,7 +1007,7 @@ class LoadedRecipe:
         """The file the recipe's rows are read from (resolved), or None: a judge recipe that
         joins two recipes, or a benchmark reading the hub or a package."""
         recipe = self.recipe
-        if recipe.evaluation.benchmark is not None:
+        if recipe.evaluation.is_benchmark:
             path = recipe.dataset.path
             return None if path is None else resolve_relative(path, self.path.parent)
         if recipe.run.data_s3_path is None:
@@ -1021,7 +1067,29 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
         text = decode_recipe(raw)
     except RecipeTextError as exc:
         raise RecipeError(_located(str(path), exc.line, str(exc))) from None
-    return LoadedRecipe(parse_recipe(text, source=str(path)), path.resolve())
+    recipe = parse_recipe(text, source=str(path))
+    return LoadedRecipe(_inspect_files_resolved(recipe, path.resolve().parent), path.resolve())
+
+
+def _inspect_files_resolved(recipe: Recipe, folder: Path) -> Recipe:
+    """The recipe with its Inspect task files relative to ``folder`` (the recipe's)."""
+    specs = recipe.evaluation.inspect_specs
+    if not specs:
+        return recipe
+
+    def resolved(spec: str) -> str:
+        location, at, name = spec.partition("@")
+        if not location.endswith(".py") and not (folder / location).is_dir():
+            return spec  # a registered name (inspect_evals/gpqa_diamond)
+        return f"{resolve_relative(location, folder)}{at}{name}"
+
+    names = [resolved(spec) for spec in specs]
+    evaluation = recipe.evaluation.model_copy(
+        update={
+            "inspect_task": names if isinstance(recipe.evaluation.inspect_task, list) else names[0]
+        }
+    )
+    return recipe.model_copy(update={"evaluation": evaluation})
 
 
 def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:

@@ -67,9 +67,13 @@ def build_evaluation_assets(loaded: LoadedRecipe) -> list[Any]:
     def key(stage: str) -> dg.AssetKey:
         return dg.AssetKey([name, stage])
 
-    benchmark = recipe.evaluation.benchmark
+    # an Inspect task's file is not imported to describe its assets
+    inspect_specs = recipe.evaluation.inspect_specs
+    benchmark = None if inspect_specs else recipe.evaluation.benchmark
     rows_from = (
-        f"Rows of {recipe.run.data_s3_path} that pass gen_qa validation."
+        f"Samples of the Inspect tasks {', '.join(inspect_specs)}."
+        if inspect_specs
+        else f"Rows of {recipe.run.data_s3_path} that pass gen_qa validation."
         if benchmark is None
         else f"Rows of the {benchmark.name} benchmark made prompts ({benchmark.description})."
     )

@@ -40,6 +40,7 @@ OUTPUT_SCHEMA = pa.schema(
 TASK_KEY, COMPAT_KEY = b"nova_eval.task", b"nova_eval.compat"
 #: the generated tokens' log probabilities (inference output's), where captured
 TOKENS_COLUMN = "token_logprobs"
+RECORD_COLUMN = "inspect_record"  # evaluation.task inspect: the scores Inspect gave
 
 
 def for_task(batch: pa.RecordBatch, task: str, options: TaskOptions) -> pa.RecordBatch:
@@ -101,16 +102,23 @@ def _task_metric_columns(batch: pa.RecordBatch, name: str, compat: bytes | None)
         if TOKENS_COLUMN in batch.schema.names
         else [None] * batch.num_rows
     )
+    records = (
+        batch.column(RECORD_COLUMN).to_pylist()
+        if RECORD_COLUMN in batch.schema.names
+        else [None] * batch.num_rows
+    )
     inputs = [
         ScoreInput(
             output=prediction or "",
             target=gold,
             tokens=None if not generated else [_token_top(token) for token in generated],
+            record=record,
         )
-        for prediction, gold, generated, ok in zip(
+        for prediction, gold, generated, record, ok in zip(
             batch.column("prediction").to_pylist(),
             batch.column("gold").to_pylist(),
             tokens,
+            records,
             scored,
             strict=True,
         )
@@ -173,7 +181,8 @@ class ScoringWorkers:
 
 def _scorer_input(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The columns a scorer reads, with the batch's task mark."""
-    names = [*INPUT_SCHEMA.names, *([TOKENS_COLUMN] * (TOKENS_COLUMN in batch.schema.names))]
+    extra = [name for name in (TOKENS_COLUMN, RECORD_COLUMN) if name in batch.schema.names]
+    names = [*INPUT_SCHEMA.names, *extra]
     return batch.select(names).replace_schema_metadata(batch.schema.metadata)
 
 

@@ -70,7 +70,41 @@ def open_engine(
     loaded: LoadedRecipe, replica: int, stack: contextlib.ExitStack, model_id: str
 ) -> Engine:
     """The replica's engine; with ``inference.server``, the server it starts first (stopped
-    when `stack` closes: on success, on failure and on SIGTERM)."""
+    when `stack` closes: on success, on failure and on SIGTERM). Task inspect: the engine
+    that runs the Inspect tasks, answering with this one (or with Inspect's own provider)."""
+    if loaded.recipe.evaluation.inspect_specs:
+        evaluation = loaded.recipe.evaluation
+        inner = (
+            None
+            if evaluation.inspect_model
+            else _answering_engine(loaded, replica, stack, model_id)
+        )
+        return inspect_engine(loaded, inner)
+    return _answering_engine(loaded, replica, stack, model_id)
+
+
+def inspect_engine(loaded: LoadedRecipe, inner: Engine | None) -> Engine:
+    """The engine of an inspect recipe around ``inner`` (None: Inspect's own provider)."""
+    from nova_eval_assets.engines.inspect_runner import InspectTaskEngine
+
+    layout = EvalLayout.for_recipe(loaded)
+    evaluation = loaded.recipe.evaluation
+    benchmark = evaluation.benchmark
+    assert benchmark is not None
+    return InspectTaskEngine(
+        benchmark,  # type: ignore[arg-type]
+        layout.prompts,
+        layout.stage("inference", "inspect"),
+        inner,
+        evaluation.inspect_model,
+        sampling_settings(loaded),
+        loaded.recipe.inference.batch_size,
+    )
+
+
+def _answering_engine(
+    loaded: LoadedRecipe, replica: int, stack: contextlib.ExitStack, model_id: str
+) -> Engine:
     server = loaded.recipe.inference.server
     if loaded.recipe.inference.engine != "openai" or server is None:
         return load_engine(loaded)

@@ -25,6 +25,7 @@ GENERATION_COLUMNS = (
     "max_new_tokens",
     "latency_s",
     "token_logprobs",
+    "inspect_record",
 )
 
 
@@ -52,6 +53,7 @@ def generation_columns(generations: list[Generation]) -> dict[str, pa.Array]:
         "completion_tokens": [g.completion_tokens for g in generations],
         "max_new_tokens": [g.max_new_tokens for g in generations],
         "latency_s": [g.latency_s for g in generations],
+        "inspect_record": [g.inspect_record for g in generations],
     }
     columns = {
         name: pa.array(column, INFERENCE_SCHEMA.field(name).type) for name, column in values.items()

@@ -25,6 +25,7 @@ from nova_eval_assets.engines.vision import check_engine_requests
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.stages.engine_setup import (
+    inspect_engine,
     load_engine,
     open_engine,
     recipe_model_id,
@@ -116,6 +117,8 @@ def run_inference(
         if engine is None:
             check_recipe_reasoning(loaded.recipe)  # from the chat template, before the weights
             engine = open_engine(loaded, replica, stack, recorded["model_id"])
+        elif loaded.recipe.evaluation.inspect_specs and engine.name != "inspect":
+            engine = inspect_engine(loaded, engine)  # an external server answers the task
         summary = _generate_shard(loaded, replica, engine, layout.prompts, path, recorded, on_batch)
     check_error_rate(loaded, summary)  # after the rows are written: they stay recorded
     return summary

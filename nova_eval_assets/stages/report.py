@@ -24,6 +24,7 @@ from nova_eval_assets.metrics import (
 )
 from nova_eval_assets.metrics.gather import MetricValues, StatsRows
 from nova_eval_assets.recipe import LoadedRecipe
+from nova_eval_assets.report import inspect_results
 from nova_eval_assets.report.coverage import CoverageTally, coverage_markdown
 from nova_eval_assets.report.nova_export import NOVA_TASK_KEY, write_nova_export
 from nova_eval_assets.report.results import (
@@ -38,6 +39,7 @@ from nova_eval_assets.stages.engine_setup import sampling_settings
 from nova_eval_assets.stages.schemas import METRICS_SCHEMA
 from nova_eval_assets.tasks.aggregate import TaskTally
 from nova_eval_assets.tasks.base import PROBLEM_FIELD, SUBTASK_FIELD
+from nova_eval_assets.tasks.inspect_task import InspectBenchmark
 
 # ---------------------------------------------------------------- aggregated_report
 
@@ -320,8 +322,17 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
             task_key=result_key(loaded),
         )
         bleu_stderr = bootstrap.result() if bootstrap is not None else None
+    inspect_runs = None
     if tally.benchmark is not None:
         entries = tally.benchmark.results()
+        if isinstance(tally.benchmark.task, InspectBenchmark):  # Inspect's own metrics too
+            inspect_runs = inspect_results.task_results(tally.benchmark.task, examples_path)
+            for key, values in inspect_results.result_entries(
+                tally.benchmark.task, inspect_runs
+            ).items():
+                entries[key] = {**entries.get(key, {}), **values}
+                if key == result_key(loaded):  # one task: its values are the whole run's
+                    entries["all"] = {**entries["all"], **values}
         if recipe.evaluation.baseline is not None:  # strong_reject against its base model
             paired = compare_to_baseline(loaded, examples_path, tally.benchmark.task.headline)
             config_paired = {"baseline_examples": paired.pop("baseline_examples")}
@@ -390,7 +401,17 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
     results_path = layout.result(f"results_{stamp}.json")
     storage.write_json(results_path, document)
     paths.update(results=results_path, examples=examples_path, rejected_rows=layout.rejected_rows)
-    if inspect_log:
+    if inspect_log and inspect_runs is not None:  # a log per Inspect task, from its samples
+        assert isinstance(tally.benchmark.task, InspectBenchmark)
+        inspect_results.write_task_logs(
+            tally.benchmark.task,
+            examples_path,
+            inspect_runs,
+            layout.stage("inference", "inspect"),
+            lambda task: layout.inspect_log(stamp, task),
+        )
+        paths["inspect_logs"] = layout.inspect_dir
+    elif inspect_log:
         headline = tally.benchmark.task.headline if tally.benchmark is not None else None
         paths["inspect_log"] = write_examples_inspect_log(
             loaded, document, examples_path, sampling_settings(loaded), headline

@@ -50,6 +50,9 @@ INFERENCE_SCHEMA = pa.schema(
         pa.field("max_new_tokens", pa.int32()),
         pa.field("latency_s", pa.float64()),
         pa.field("token_logprobs", pa.list_(TOKEN_LOGPROB)),
+        # evaluation.task inspect: what Inspect recorded of the row (JSON: the task's scores,
+        # reduced over epochs, and its EvalSample per epoch); null for every other task
+        pa.field("inspect_record", pa.string()),
     ]
 )
 METRICS_SCHEMA = pa.schema(

@@ -20,6 +20,7 @@ from nova_eval_assets.byom import pipeline as byom
 from nova_eval_assets.engines.cpu_threads import available_cores
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.metrics.batch_scoring import (
+    RECORD_COLUMN,
     TOKENS_COLUMN,
     ScoringWorkers,
     builtin_metric_columns,
@@ -59,6 +60,8 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
     columns = _SCORED_COLUMNS
     if benchmark is not None and loaded.recipe.inference.top_logprobs > 0:
         columns = [*columns, TOKENS_COLUMN]  # a benchmark's scorer may read them
+    if benchmark is not None and benchmark.name == "inspect":
+        columns = [*columns, RECORD_COLUMN]  # the scores Inspect's scorers gave
     if extras.rewards is not None:
         columns = [*columns, "system", "metadata"]  # the samples a reward function gets
     batches = (

@@ -125,7 +125,7 @@ def write_evaluation_tables(
         aggregation = _custom_aggregation(loaded)
         rows = build.overall_metric_rows(results, aggregation)
         if examples_path and storage.exists(examples_path):
-            benchmark = loaded.recipe.evaluation.benchmark is not None
+            benchmark = loaded.recipe.evaluation.is_benchmark
             rows += build.stratum_metric_rows(examples_path, aggregation, skip_subtask=benchmark)
         written["eval_metrics"] = write_run(
             root, "eval_metrics", run.partition, [build.metrics_table(run, rows)]

@@ -62,6 +62,8 @@ class ScoreInput:
     # (inference.top_logprobs > 0): per token, its text and [(text, logprob), ...] of its
     # top alternatives, the chosen token first
     tokens: Sequence[tuple[str, Sequence[tuple[str, float]]]] | None = None
+    # evaluation.task inspect: what Inspect recorded of the row (JSON, tasks/inspect_task.py)
+    record: str | None = None
 
     @property
     def first_token_logprobs(self) -> dict[str, float] | None:

@@ -1,0 +1,264 @@
+"""Our engines as an Inspect AI model provider (``nova_eval/<model>``).
+
+An Inspect task's solver asks the model one conversation at a time, from many samples at
+once; our engines answer lists of requests. :class:`NovaEvalModelAPI` turns each call into
+a :class:`GenerationRequest` (system messages, earlier turns, the last user turn and its
+images), gathers the calls that arrive together into batches of up to ``batch_size`` for
+the engine (run in a thread: the event loop keeps going), and turns each
+:class:`Generation` back into Inspect's ``ModelOutput`` with its token log probabilities
+and usage. The recipe's sampling settings are the defaults; what the task or solver sets
+(max_tokens, temperature, top_p, top_k, seed, top_logprobs) wins for its calls.
+
+The batch a call joins depends on which calls arrive together: with the hf engine, whose
+outputs can move with their batch-mates' padding, ``inference.batch_size: 1`` makes every
+answer independent of timing (and so of replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+from inspect_ai.model import (
+    ChatCompletionChoice,
+    ChatMessage,
+    ChatMessageAssistant,
+    GenerateConfig,
+    Logprob,
+    Logprobs,
+    ModelAPI,
+    ModelOutput,
+    ModelUsage,
+    TopLogprob,
+    modelapi,
+)
+from inspect_ai.tool import ToolChoice, ToolInfo
+
+from nova_eval_assets.engines.base import (
+    MAX_TOP_LOGPROBS,
+    Engine,
+    Generation,
+    GenerationRequest,
+    SamplingSettings,
+)
+
+PROVIDER = "nova_eval"
+#: how long the batcher waits for more calls before it sends a batch that is not full
+GATHER_S = 0.005
+
+
+class ToolsNotSupported(RuntimeError):
+    """The task gives the model tools, which nova-eval's engines do not call."""
+
+
+def request_of(messages: list[ChatMessage], row_index: int) -> GenerationRequest:
+    """An Inspect conversation as one request: every system message joined, the turns
+    before the last as history, the last (a user turn) as the prompt with its images."""
+    system = "\n\n".join(m.text for m in messages if m.role == "system") or None
+    turns = [m for m in messages if m.role != "system"]
+    if not turns or turns[-1].role != "user":
+        raise ValueError("the conversation must end with a user message")
+    history = []
+    for message in turns[:-1]:
+        if message.role not in ("user", "assistant"):
+            raise ToolsNotSupported(
+                f"a {message.role} message: nova-eval's engines take user and assistant "
+                "turns only; name Inspect's own provider in evaluation.inspect_model"
+            )
+        history.append((message.role, message.text))
+    last = turns[-1]
+    images = tuple(_data_uri(part.image) for part in _parts(last) if part.type == "image")
+    return GenerationRequest(
+        row_index=row_index,
+        prompt=last.text,
+        system=system,
+        images=images,
+        history=tuple(history),
+    )
+
+
+def _parts(message: ChatMessage) -> list[Any]:
+    return [] if isinstance(message.content, str) else list(message.content)
+
+
+def _data_uri(image: str) -> str:
+    """An Inspect image (a data URI, or a local file) as a data URI."""
+    if image.startswith("data:"):
+        return image
+    path = Path(image.removeprefix("file://"))
+    kind = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def settings_for(config: GenerateConfig, base: SamplingSettings) -> SamplingSettings:
+    """``base`` with what the task or solver set in ``config``."""
+    changes: dict[str, Any] = {}
+    if config.max_tokens is not None:
+        changes["max_new_tokens"] = config.max_tokens
+    if config.temperature is not None:
+        changes["temperature"] = config.temperature
+    if config.top_p is not None:
+        changes["top_p"] = config.top_p
+    if config.top_k is not None:
+        changes["top_k"] = config.top_k
+    if config.seed is not None:
+        changes["seed"] = config.seed
+    if config.top_logprobs is not None:
+        changes["top_logprobs"] = min(config.top_logprobs, MAX_TOP_LOGPROBS)
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def output_of(generation: Generation, model: str) -> ModelOutput:
+    """A generation as Inspect's model output."""
+    logprobs = None
+    if generation.tokens:
+        logprobs = Logprobs(
+            content=[
+                Logprob(
+                    token=token.token,
+                    logprob=token.logprob,
+                    top_logprobs=[TopLogprob(token=t, logprob=lp) for t, lp in token.top] or None,
+                )
+                for token in generation.tokens
+            ]
+        )
+    stop = {"stop": "stop", "length": "max_tokens"}.get(generation.finish_reason, "unknown")
+    choice = ChatCompletionChoice(
+        message=ChatMessageAssistant(content=generation.text, model=model, source="generate"),
+        stop_reason=stop,
+        logprobs=logprobs,
+    )
+    usage = ModelUsage(
+        input_tokens=generation.prompt_tokens,
+        output_tokens=generation.completion_tokens,
+        total_tokens=generation.prompt_tokens + generation.completion_tokens,
+    )
+    return ModelOutput(model=model, choices=[choice], usage=usage, time=generation.latency_s)
+
+
+class Batcher:
+    """Calls gathered into engine batches: up to ``batch_size`` requests of the same settings
+    per batch, ``in_flight`` batches at once (1 for an in-process model)."""
+
+    def __init__(self, engine: Engine, batch_size: int, in_flight: int):
+        self.engine, self.batch_size, self.in_flight = engine, batch_size, in_flight
+        self.pending: list[tuple[GenerationRequest, SamplingSettings, asyncio.Future]] = []
+        self._draining: asyncio.Task | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task] = set()
+        # each inspect_ai.eval runs its own event loop: the batcher's state is per loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def submit(self, request: GenerationRequest, settings: SamplingSettings) -> Generation:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._slots, self._draining = loop, asyncio.Semaphore(self.in_flight), None
+            self.pending = []
+        answer: asyncio.Future = loop.create_future()
+        self.pending.append((request, settings, answer))
+        if self._draining is None or self._draining.done():
+            self._draining = loop.create_task(self._drain())
+        return await answer
+
+    async def _drain(self) -> None:
+        try:
+            await self._send_pending()
+        except BaseException as exc:  # no caller waits forever on a batch never sent
+            for _, _, answer in self.pending:
+                if not answer.done():
+                    answer.set_exception(exc)
+            self.pending = []
+            raise
+
+    async def _send_pending(self) -> None:
+        assert self._slots is not None
+        while self.pending:
+            if len(self.pending) < self.batch_size:
+                await asyncio.sleep(GATHER_S)  # let the calls made together arrive
+            await self._slots.acquire()
+            settings = self.pending[0][1]
+            batch = [p for p in self.pending if p[1] == settings][: self.batch_size]
+            taken = {id(p) for p in batch}
+            self.pending = [p for p in self.pending if id(p) not in taken]
+            task = asyncio.get_running_loop().create_task(self._run(batch, settings))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[Any, Any, asyncio.Future]], settings) -> None:
+        try:
+            requests = [request for request, _, _ in batch]
+            generations = await asyncio.to_thread(
+                self.engine.generate, requests, settings, len(requests)
+            )
+            for (_, _, answer), generation in zip(batch, generations, strict=True):
+                if not answer.done():
+                    answer.set_result(generation)
+        except BaseException as exc:  # every caller of the batch learns why
+            for _, _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            assert self._slots is not None
+            self._slots.release()
+
+
+@modelapi(name=PROVIDER)
+class NovaEvalModelAPI(ModelAPI):
+    """``nova_eval/<model>``: the recipe's engine answering an Inspect task's calls."""
+
+    def __init__(
+        self,
+        model_name: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        config: GenerateConfig = GenerateConfig(),  # noqa: B008 (Inspect's own signature)
+        *,
+        engine: Engine,
+        settings: SamplingSettings,
+        batch_size: int,
+        in_flight: int = 1,
+        row_of: dict[str, int] | None = None,
+        **model_args: Any,
+    ) -> None:
+        super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
+        self.engine, self.settings = engine, settings
+        self.batcher = Batcher(engine, batch_size, in_flight)
+        self.calls_at_once = max(batch_size * in_flight * 4, 8)
+        # sample id (as text) -> row, for the task being run: a call's sampling seed is its
+        # row's, whatever its batch (engines/inspect_runner.py sets it per task)
+        self.row_of = row_of or {}
+
+    def max_connections(self) -> int:
+        return self.calls_at_once
+
+    async def generate(
+        self,
+        input: list[ChatMessage],
+        tools: list[ToolInfo],
+        tool_choice: ToolChoice,
+        config: GenerateConfig,
+    ) -> ModelOutput:
+        if tools:
+            raise ToolsNotSupported(
+                "the task gives the model tools; nova-eval's engines do not call tools: name "
+                "Inspect's own provider in evaluation.inspect_model"
+            )
+        request = request_of(input, self._row_index())
+        generation = await self.batcher.submit(request, settings_for(config, self.settings))
+        if generation.error is not None:
+            raise RuntimeError(f"the engine failed on this call: {generation.error}")
+        return output_of(generation, self.model_name)
+
+    def _row_index(self) -> int:
+        from inspect_ai.solver._task_state import sample_state
+
+        state = sample_state()
+        if state is None:
+            return 0
+        return self.row_of.get(str(state.sample_id), 0)
