@@ -32,6 +32,7 @@ from tests.openai_servers import (
     post,
     running,
 )
+from tests.test_s3 import BUCKET, s3  # noqa: F401  (the moto S3 fixture)
 
 QUIZ = Path(__file__).with_name("inspect_tasks") / "quiz.py"
 SYSTEM = "Answer in a few words."
@@ -359,3 +360,23 @@ def test_a_conversation_becomes_one_request_with_its_earlier_turns():
         request_of(
             [ChatMessageTool(content="42", tool_call_id="t"), ChatMessageUser(content="?")], 0
         )
+
+
+def test_an_s3_task_file_is_fetched_by_its_content(s3, tmp_path, monkeypatch):  # noqa: F811
+    """As AWS's Inspect container takes them: the task file in S3 (moto's server here),
+    fetched into the cache under its content's hash, so a changed file is fetched anew."""
+    from nova_eval_assets.tasks.inspect_task import load_tasks, task_file
+
+    monkeypatch.setenv("NOVA_EVAL_CACHE", str(tmp_path / "cache"))
+    s3.put_object(Bucket=BUCKET, Key="tasks/quiz.py", Body=QUIZ.read_bytes())
+    spec = f"s3://{BUCKET}/tasks/quiz.py@quiz"
+    first = task_file(spec, tmp_path / "cache")
+    assert first.endswith("/quiz.py@quiz") and Path(first.split("@")[0]).read_bytes() == (
+        QUIZ.read_bytes()
+    )
+    (task,) = load_tasks((spec,), json.dumps({"grader": False}))
+    assert task.name == "quiz" and len(task.dataset) == len(QUESTIONS)
+    changed = QUIZ.read_text().replace("Answer in a few words.", "Answer in one word.")
+    s3.put_object(Bucket=BUCKET, Key="tasks/quiz.py", Body=changed.encode())
+    second = task_file(spec, tmp_path / "cache")
+    assert second != first and Path(second.split("@")[0]).read_text() == changed
