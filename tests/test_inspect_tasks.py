@@ -83,7 +83,7 @@ def run(tmp_path: Path, monkeypatch, path: Path) -> dict[str, Any]:
         }
     return {"report": outcome.report, "rows": rows, "paths": paths,
             "results": storage.read_json(paths["results"]),
-            "comparisons": outcome.comparisons}  # fmt: skip
+            "comparisons": outcome.comparisons, "name": loaded.name}  # fmt: skip
 
 
 def includes(target: str, answer: str) -> float:
@@ -116,6 +116,18 @@ def check_inspect_log(run_: dict[str, Any], task: str, key: str) -> None:
         assert sample.output.completion == ours["prediction"]
         assert sample.scores["includes"].value in ("C", "I")
         assert float(sample.scores["includes"].value == "C") == ours["metrics"]["includes"]
+    # our typed table (DuckDB over its Parquet) holds the same score per sample
+    from nova_eval_assets.tables import duck
+
+    with duck.connection(run_["paths"]["tables"]) as con:
+        table = con.execute(
+            "SELECT metadata_map['sample_id'], metadata_map['inspect_task'], "
+            "metrics['includes'] FROM eval_examples WHERE eval_name = ?",
+            [run_["name"]],
+        ).fetchall()
+    from_log = {s.id: float(s.scores["includes"].value == "C") for s in log.samples}
+    assert {sid: value for sid, _, value in table} == from_log
+    assert {name for _, name, _ in table} == {task}
     (scores,) = [s for s in log.results.scores if s.name == "includes"]
     entry = run_["results"]["results"][key]
     assert scores.metrics["accuracy"].value == pytest.approx(entry["includes_accuracy"])
