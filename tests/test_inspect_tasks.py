@@ -79,7 +79,7 @@ def run(tmp_path: Path, monkeypatch, path: Path) -> dict[str, Any]:
             "metrics": dict(row["metrics"]),
             "error": row["error"],
             "note": row["score_note"],
-            "topic": metadata["topic"],
+            "topic": metadata.get("topic"),
         }
     return {"report": outcome.report, "rows": rows, "paths": paths,
             "results": storage.read_json(paths["results"]),
@@ -392,3 +392,80 @@ def test_an_s3_task_file_is_fetched_by_its_content(s3, tmp_path, monkeypatch):  
     s3.put_object(Bucket=BUCKET, Key="tasks/quiz.py", Body=changed.encode())
     second = task_file(spec, tmp_path / "cache")
     assert second != first and Path(second.split("@")[0]).read_text() == changed
+
+
+def test_a_tasks_response_schema_constrains_the_hf_engine(tmp_path, monkeypatch):
+    """The task's structured output (GenerateConfig.response_schema) is our constrained
+    decoding: every answer of the bundled model is JSON of the schema (jsonschema says)."""
+    import jsonschema
+
+    from tests.inspect_tasks.colours import SCHEMA
+
+    task = Path(__file__).with_name("inspect_tasks") / "colours.py"
+    path = write_recipe(
+        tmp_path, "colours", 1, {"max_new_tokens": 48}, {"inspect_task": f"{task}@colours"}
+    )
+    done = run(tmp_path, monkeypatch, path)
+    schema = SCHEMA.model_dump(exclude_none=True, by_alias=True)
+    assert sorted(done["rows"]) == ["cold", "warm"]
+    for row in done["rows"].values():
+        jsonschema.validate(json.loads(row["prediction"]), schema)
+
+
+def test_several_tasks_run_as_one_evaluation_with_a_result_each(tmp_path, monkeypatch):
+    """inspect_task as a list, as AWS's container chains benchmarks: each task is a subtask
+    with its own key and log; `all` is the mean over the tasks."""
+    capitals = Path(__file__).parents[1] / "recipes" / "inspect" / "capitals.py"
+    answers = {q: a for q, a, _ in QUESTIONS} | {
+        "What is the capital of France?": "Paris",
+        "What is the capital of Japan?": "Kyoto",
+        "What is the capital of Italy?": "Rome",
+        "What is the capital of Egypt?": "Cairo",
+    }
+    server = AnsweringServer(lambda prompt: answers[prompt], model=BUNDLED)
+    try:
+        inference = {"engine": "openai", "endpoint": server.url, "batch_size": 2}
+        evaluation = {
+            "inspect_task": [f"{QUIZ}@quiz", f"{capitals}@capitals"],
+            "inspect_args": {"grader": False},
+        }
+        path = write_recipe(tmp_path, "two_tasks", 2, inference, evaluation)
+        monkeypatch.setenv("NOVA_EVAL_OUTPUT_ROOT", str(tmp_path / "outputs"))
+        outcome = run_evaluation(
+            load_recipe(path), instance=dg.DagsterInstance.ephemeral(), show_progress=False
+        )
+    finally:
+        server.close()
+    assert outcome.report is not None, outcome.message
+    results = storage.read_json(outcome.report["paths"]["results"])["results"]
+    quiz = statistics.mean(includes(a, answers[q]) for q, a, _ in QUESTIONS)
+    capitals_by_hand = 3 / 4  # Kyoto is wrong
+    assert results["custom|quiz|0"]["includes"] == pytest.approx(quiz)
+    assert results["custom|capitals|0"]["includes"] == pytest.approx(capitals_by_hand)
+    assert results["custom|capitals|0"]["match_accuracy"] == pytest.approx(capitals_by_hand)
+    assert results["all"]["includes"] == pytest.approx((quiz + capitals_by_hand) / 2)
+    logs = sorted(
+        p.name.split("_", 1)[1]
+        for p in Path(outcome.report["paths"]["inspect_logs"]).glob("*.eval")
+    )
+    assert logs == ["capitals.eval", "quiz.eval"]
+
+
+def test_inspects_own_provider_answers_when_the_recipe_names_it(tmp_path, monkeypatch):
+    """evaluation.inspect_model: Inspect's provider for OpenAI-compatible servers
+    (openai-api/<service>/<model>, the openai SDK) asks the server, not our engine; the
+    answers are the server's."""
+    answers = {q: a.upper() for q, a, _ in QUESTIONS}
+    server = AnsweringServer(lambda prompt: answers[prompt], model=BUNDLED)
+    monkeypatch.setenv("LOCAL_BASE_URL", f"{server.url}/v1")
+    monkeypatch.setenv("LOCAL_API_KEY", "unused")
+    try:
+        inspect_model = f"openai-api/local/{BUNDLED}"
+        evaluation = {"inspect_model": inspect_model, "inspect_args": {"grader": False}}
+        done = run(tmp_path, monkeypatch, write_recipe(tmp_path, "own", 1, None, evaluation))
+    finally:
+        server.close()
+    for sid, row in done["rows"].items():
+        question = QUESTIONS[int(sid[1:]) - 1][0]
+        assert row["prediction"] == answers[question]
+        assert row["metrics"]["includes"] == 1.0

@@ -7,7 +7,8 @@ images), gathers the calls that arrive together into batches of up to ``batch_si
 the engine (run in a thread: the event loop keeps going), and turns each
 :class:`Generation` back into Inspect's ``ModelOutput`` with its token log probabilities
 and usage. The recipe's sampling settings are the defaults; what the task or solver sets
-(max_tokens, temperature, top_p, top_k, seed, top_logprobs) wins for its calls.
+(max_tokens, temperature, top_p, top_k, seed, top_logprobs, and a ``response_schema``,
+which becomes the engine's constrained decoding) wins for its calls.
 
 The batch a call joins depends on which calls arrive together: with the hf engine, whose
 outputs can move with their batch-mates' padding, ``inference.batch_size: 1`` makes every
@@ -45,6 +46,7 @@ from nova_eval_assets.engines.base import (
     GenerationRequest,
     SamplingSettings,
 )
+from nova_eval_assets.engines.constraints import ResponseFormat
 
 PROVIDER = "nova_eval"
 #: how long the batcher waits for more calls before it sends a batch that is not full
@@ -109,6 +111,9 @@ def settings_for(config: GenerateConfig, base: SamplingSettings) -> SamplingSett
         changes["seed"] = config.seed
     if config.top_logprobs is not None:
         changes["top_logprobs"] = min(config.top_logprobs, MAX_TOP_LOGPROBS)
+    if config.response_schema is not None:  # structured output: our constrained decoding
+        schema = config.response_schema.json_schema.model_dump(exclude_none=True, by_alias=True)
+        changes["response_format"] = ResponseFormat.json_schema(schema)
     return dataclasses.replace(base, **changes) if changes else base
 
 
