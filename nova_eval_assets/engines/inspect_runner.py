@@ -14,6 +14,7 @@ with Inspect's message.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ from nova_eval_assets.tasks.inspect_task import (
     SAMPLE_ID_FIELD,
     TASK_FIELD,
     InspectBenchmark,
+    sample_ids,
     task_by_name,
 )
 
@@ -76,6 +78,7 @@ class InspectTaskEngine:
         self.benchmark, self.inner, self.spec_dir = benchmark, inner, spec_dir
         self.tasks = task_by_name(benchmark.specs, benchmark.args_json)
         self.rows = sample_rows(prompts)
+        self.samples: dict[str, dict[str, Any]] = {}  # task -> sample id (text) -> Sample
         self.default_batch_size = inner.default_batch_size if inner else PROVIDER_BATCH
         batch = batch_size or self.default_batch_size
         if inner is not None:
@@ -150,14 +153,16 @@ class InspectTaskEngine:
 
         began = time.perf_counter()
         (log,) = inspect_eval(
-            self.tasks[task_name],
+            self._block_task(task_name, [self.rows[r.row_index][1] for r in rows]),
             model=self.model,
-            sample_id=[self.rows[r.row_index][1] for r in rows],
             log_dir=folder,
             display="none",
             fail_on_error=False,
             max_samples=self.max_samples,
             score=True,
+            # a block's log is read once and deleted: no live viewer buffer, one write
+            log_realtime=False,
+            log_buffer=max(len(rows), 1),
         )
         self.seconds = time.perf_counter() - began
         if log.status != "success" or log.samples is None:
@@ -165,6 +170,28 @@ class InspectTaskEngine:
             raise InspectTaskError(f"Inspect task {task_name}: {message}")
         self._keep_spec(task_name, log.eval)
         return log
+
+    def _block_task(self, task_name: str, ids: list[str | int]) -> Any:
+        """The task over these samples only (their ids kept): Inspect's own ``sample_id``
+        filter matches every sample of the dataset against every id (fnmatch), a third of
+        a block's time at a few thousand samples."""
+        from inspect_ai.dataset import MemoryDataset
+
+        task = self.tasks[task_name]
+        if task_name not in self.samples:
+            self.samples[task_name] = {
+                str(sid): sample.model_copy(update={"id": sid})
+                for sid, sample in zip(sample_ids(task), task.dataset, strict=True)
+            }
+        by_id = self.samples[task_name]
+        block = copy.copy(task)  # name, registry information, solver, scorers, config
+        block.dataset = MemoryDataset(
+            [by_id[str(sid)] for sid in ids],
+            name=task.dataset.name,
+            location=task.dataset.location,
+            shuffled=task.dataset.shuffled,
+        )
+        return block
 
     def _answers(self, task_name: str, ids: dict[str, int], log: Any) -> dict[int, Generation]:
         seconds = self.seconds / max(len(ids), 1)
