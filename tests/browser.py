@@ -154,9 +154,14 @@ def devtools_page(tmp_path: Path, timeout_s: float = 30.0) -> Iterator[DevToolsP
         with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as socket:
             yield DevToolsPage(socket)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it is still there 10 s later (a browser, a viewer)."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -406,12 +406,7 @@ def test_inspect_view_shows_the_runs_samples_in_a_browser(gen_qa, tmp_path):
             text = page.wait_for_text(lambda shown: phrase in shown and "Say gone." in shown)
             shot = page.screenshot(tmp_path / "inspect_view.png")
     finally:
-        viewer.terminate()
-        try:
-            viewer.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            viewer.kill()
-            viewer.wait()
+        browser.stop(viewer)
     assert "gen_qa" in text and "6 samples" in text.lower()
     assert "ConnectionFailure" in text  # the error row, as an error
     for name in ("em", "f1", "rougeL"):
