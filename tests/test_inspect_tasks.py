@@ -469,3 +469,32 @@ def test_inspects_own_provider_answers_when_the_recipe_names_it(tmp_path, monkey
         question = QUESTIONS[int(sid[1:]) - 1][0]
         assert row["prediction"] == answers[question]
         assert row["metrics"]["includes"] == 1.0
+
+
+def test_inspects_own_command_line_reaches_our_engines(tmp_path):
+    """`inspect eval --model nova_eval/<model> -M engine=openai -M endpoint=<url>`: the
+    provider found through this package's entry point, our openai engine asking the server;
+    the log's answers are the server's."""
+    from inspect_ai.log import read_eval_log
+
+    answers = {q: f"It is {a}." for q, a, _ in QUESTIONS}
+    server = AnsweringServer(lambda prompt: answers[prompt], model=BUNDLED)
+    try:
+        inspect = Path(sys.executable).with_name("inspect")
+        done = subprocess.run(
+            [str(inspect), "eval", f"{QUIZ}@quiz", "-T", "grader=false",
+             "--model", f"nova_eval/{BUNDLED}", "-M", "engine=openai",
+             "-M", f"endpoint={server.url}", "--max-tokens", "16",
+             "--log-dir", str(tmp_path / "logs"), "--display", "none"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    (location,) = (tmp_path / "logs").glob("*.eval")
+    log = read_eval_log(str(location))
+    assert log.eval.model == f"nova_eval/{BUNDLED}" and len(log.samples) == len(QUESTIONS)
+    for sample in log.samples:
+        question = QUESTIONS[int(sample.id[1:]) - 1][0]
+        assert sample.output.completion == answers[question]
+        assert sample.scores["includes"].value == "C"

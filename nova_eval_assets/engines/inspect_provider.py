@@ -10,6 +10,10 @@ and usage. The recipe's sampling settings are the defaults; what the task or sol
 (max_tokens, temperature, top_p, top_k, seed, top_logprobs, and a ``response_schema``,
 which becomes the engine's constrained decoding) wins for its calls.
 
+Inspect's own command line reaches it too (the ``inspect_ai`` entry point of this package):
+``inspect eval task.py --model nova_eval/<model> -M engine=openai -M endpoint=<url>``
+builds the engine from the ``-M`` arguments (default: the hf engine on ``<model>``).
+
 The batch a call joins depends on which calls arrive together: with the hf engine, whose
 outputs can move with their batch-mates' padding, ``inference.batch_size: 1`` makes every
 answer independent of timing (and so of replicas).
@@ -213,6 +217,20 @@ class Batcher:
             self._slots.release()
 
 
+def engine_from_model_args(model: str, model_args: dict[str, Any]) -> tuple[Engine, int]:
+    """(engine, batches in flight) for ``inspect eval --model nova_eval/<model>``: ``-M
+    engine=hf|openai|bedrock|vllm`` (default hf) and that engine's options as the other
+    ``-M`` arguments (``-M endpoint=http://...`` for openai, ``-M dtype=bfloat16`` for hf)."""
+    from nova_eval_assets.engines import create_engine
+
+    options = dict(model_args)
+    kind = str(options.pop("engine", "hf"))
+    engine = create_engine(kind, model, **options)
+    served = kind in ("openai", "bedrock")
+    in_flight = max(1, int(getattr(engine, "concurrency", 1)) // engine.default_batch_size)
+    return engine, in_flight if served else 1
+
+
 @modelapi(name=PROVIDER)
 class NovaEvalModelAPI(ModelAPI):
     """``nova_eval/<model>``: the recipe's engine answering an Inspect task's calls."""
@@ -224,14 +242,19 @@ class NovaEvalModelAPI(ModelAPI):
         api_key: str | None = None,
         config: GenerateConfig = GenerateConfig(),  # noqa: B008 (Inspect's own signature)
         *,
-        engine: Engine,
-        settings: SamplingSettings,
-        batch_size: int,
+        answering_engine: Engine | None = None,
+        settings: SamplingSettings | None = None,
+        batch_size: int | None = None,
         in_flight: int = 1,
         row_of: dict[str, int] | None = None,
         **model_args: Any,
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
+        engine = answering_engine
+        if engine is None:  # Inspect's own command line: --model nova_eval/<model> -M ...
+            engine, in_flight = engine_from_model_args(model_name, model_args)
+        settings = settings or SamplingSettings()
+        batch_size = batch_size or engine.default_batch_size
         self.engine, self.settings = engine, settings
         self.batcher = Batcher(engine, batch_size, in_flight)
         self.calls_at_once = max(batch_size * in_flight * 4, 8)

@@ -90,7 +90,7 @@ class InspectTaskEngine:
             in_flight = max(1, getattr(inner, "concurrency", batch) // batch) if served else 1
             self.api = NovaEvalModelAPI(
                 model_name=_model_name(inner),
-                engine=inner,
+                answering_engine=inner,
                 settings=settings,
                 batch_size=batch,
                 in_flight=in_flight,
