@@ -58,6 +58,8 @@ RUBRIC_TASK = "rubric_llm_judge"
 JUDGE_TASKS = ("llm_judge", "mm_llm_judge", RUBRIC_TASK)
 #: Inspect AI tasks as an evaluation (tasks/inspect_task.py)
 INSPECT_TASK = "inspect"
+#: Nova 2.0's RFT evaluation: the reward function's scores are the metrics (byom/rewards.py)
+RFT_TASK = "rft_eval"
 
 
 def is_judge_task(task: str | None) -> bool:
@@ -187,6 +189,11 @@ class EvaluationConfig(_Section):
     def is_judge(self) -> bool:
         """A judge recipe (llm_judge, mm_llm_judge or rubric_llm_judge)."""
         return is_judge_task(self.task)
+
+    @property
+    def scored_by_rewards(self) -> bool:
+        """rft_eval: the reward function's scores are the only metrics."""
+        return self.task == RFT_TASK
 
     @property
     def is_benchmark(self) -> bool:
@@ -820,7 +827,7 @@ class Recipe(_Section):
     @model_validator(mode="after")
     def _processor_fits_task(self) -> Recipe:
         task = self.evaluation.task
-        if task == "rft_eval":
+        if task == RFT_TASK:
             if self.rl_env is None:
                 raise ValueError(
                     "an rft_eval recipe names its reward function in rl_env: "
@@ -856,7 +863,7 @@ class Recipe(_Section):
     @property
     def active_processor(self) -> ProcessorConfig | None:
         """The processor to call (rft_eval: its reward function); else None."""
-        if self.evaluation.task == "rft_eval" and self.rl_env is not None:
+        if self.evaluation.scored_by_rewards and self.rl_env is not None:
             return self.rl_env.as_processor()
         return self.processor if self.processor and self.processor.is_active else None
 

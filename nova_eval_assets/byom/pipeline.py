@@ -283,7 +283,7 @@ class ReplicaExtras:
             rows = outputs.to_pylist()
             todo = [i for i in range(len(rows)) if scored[i]]
             started = time.perf_counter()
-            reward_rft = self.loaded.recipe.evaluation.task == "rft_eval"
+            reward_rft = self.loaded.recipe.evaluation.scored_by_rewards
             metadata = [_metadata_of(rows[i]) for i in todo]
             samples = [
                 reward_sample(

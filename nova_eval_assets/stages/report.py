@@ -339,7 +339,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
             for key in (result_key(loaded), "all"):
                 entries[key] = {**entries[key], **paired}
         metrics = {**entries["all"], **custom}
-    elif recipe.evaluation.task == "rft_eval":  # the reward function's metrics alone
+    elif recipe.evaluation.scored_by_rewards:  # the reward function's metrics alone
         entries = {result_key(loaded): custom}
         metrics = custom
     else:
@@ -451,7 +451,7 @@ def result_key(loaded: LoadedRecipe) -> str:
     benchmark = loaded.recipe.evaluation.benchmark
     if benchmark is not None:
         return benchmark.result_key
-    if loaded.recipe.evaluation.task == "rft_eval":
+    if loaded.recipe.evaluation.scored_by_rewards:
         return "custom|rft_eval_rft_eval|0"
     return NOVA_TASK_KEY
 

@@ -68,7 +68,7 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
         _for_benchmark(_with_scored(batch), loaded)
         for batch in storage.iter_parquet_batches(source, columns, batch_size=storage.batch_rows())
     )
-    rewards_only = loaded.recipe.evaluation.task == "rft_eval"
+    rewards_only = loaded.recipe.evaluation.scored_by_rewards
     workers = 0 if rewards_only else scoring_workers(storage.parquet_rows(source))
     judge = _deflection_judge(loaded)
     with storage.parquet_writer(path, schema) as writer:
