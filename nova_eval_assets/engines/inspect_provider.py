@@ -25,6 +25,7 @@ import asyncio
 import base64
 import dataclasses
 import mimetypes
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from inspect_ai.model import (
     TopLogprob,
     modelapi,
 )
+from inspect_ai.model._model_output import StopReason
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from nova_eval_assets.engines.base import (
@@ -53,6 +55,8 @@ from nova_eval_assets.engines.base import (
 from nova_eval_assets.engines.constraints import ResponseFormat
 
 PROVIDER = "nova_eval"
+#: our finish reasons as Inspect's stop reasons (any other: unknown)
+STOP_REASONS: dict[str, StopReason] = {"stop": "stop", "length": "max_tokens"}
 #: how long the batcher waits for more calls before it sends a batch that is not full
 GATHER_S = 0.005
 
@@ -121,31 +125,37 @@ def settings_for(config: GenerateConfig, base: SamplingSettings) -> SamplingSett
     return dataclasses.replace(base, **changes) if changes else base
 
 
+def inspect_logprobs(
+    tokens: Iterable[tuple[str, float, Iterable[tuple[str, float]]]],
+) -> Logprobs | None:
+    """Generated tokens, each (text, log probability, its top alternatives), as Inspect's
+    log probabilities (None: no tokens)."""
+    content = [
+        Logprob(
+            token=text,
+            logprob=logprob,
+            top_logprobs=[TopLogprob(token=t, logprob=lp) for t, lp in top] or None,
+        )
+        for text, logprob, top in tokens
+    ]
+    return Logprobs(content=content) if content else None
+
+
+def token_usage(prompt_tokens: int | None, completion_tokens: int | None) -> ModelUsage:
+    prompt, completion = prompt_tokens or 0, completion_tokens or 0
+    return ModelUsage(
+        input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion
+    )
+
+
 def output_of(generation: Generation, model: str) -> ModelOutput:
     """A generation as Inspect's model output."""
-    logprobs = None
-    if generation.tokens:
-        logprobs = Logprobs(
-            content=[
-                Logprob(
-                    token=token.token,
-                    logprob=token.logprob,
-                    top_logprobs=[TopLogprob(token=t, logprob=lp) for t, lp in token.top] or None,
-                )
-                for token in generation.tokens
-            ]
-        )
-    stop = {"stop": "stop", "length": "max_tokens"}.get(generation.finish_reason, "unknown")
     choice = ChatCompletionChoice(
         message=ChatMessageAssistant(content=generation.text, model=model, source="generate"),
-        stop_reason=stop,
-        logprobs=logprobs,
+        stop_reason=STOP_REASONS.get(generation.finish_reason, "unknown"),
+        logprobs=inspect_logprobs((t.token, t.logprob, t.top) for t in generation.tokens),
     )
-    usage = ModelUsage(
-        input_tokens=generation.prompt_tokens,
-        output_tokens=generation.completion_tokens,
-        total_tokens=generation.prompt_tokens + generation.completion_tokens,
-    )
+    usage = token_usage(generation.prompt_tokens, generation.completion_tokens)
     return ModelOutput(model=model, choices=[choice], usage=usage, time=generation.latency_s)
 
 
@@ -217,18 +227,22 @@ class Batcher:
             self._slots.release()
 
 
-def engine_from_model_args(model: str, model_args: dict[str, Any]) -> tuple[Engine, int]:
-    """(engine, batches in flight) for ``inspect eval --model nova_eval/<model>``: ``-M
+def engine_from_model_args(model: str, model_args: dict[str, Any]) -> Engine:
+    """The engine of ``inspect eval --model nova_eval/<model>``: ``-M
     engine=hf|openai|bedrock|vllm`` (default hf) and that engine's options as the other
     ``-M`` arguments (``-M endpoint=http://...`` for openai, ``-M dtype=bfloat16`` for hf)."""
     from nova_eval_assets.engines import create_engine
 
     options = dict(model_args)
-    kind = str(options.pop("engine", "hf"))
-    engine = create_engine(kind, model, **options)
-    served = kind in ("openai", "bedrock")
-    in_flight = max(1, int(getattr(engine, "concurrency", 1)) // engine.default_batch_size)
-    return engine, in_flight if served else 1
+    return create_engine(str(options.pop("engine", "hf")), model, **options)
+
+
+def batches_in_flight(engine: Engine, batch_size: int) -> int:
+    """Batches sent to ``engine`` at once: a served engine's concurrency in batches (its
+    requests go out side by side), one for a model in this process."""
+    if engine.name not in ("openai", "bedrock"):
+        return 1
+    return max(1, int(getattr(engine, "concurrency", batch_size)) // batch_size)
 
 
 @modelapi(name=PROVIDER)
@@ -245,22 +259,19 @@ class NovaEvalModelAPI(ModelAPI):
         answering_engine: Engine | None = None,
         settings: SamplingSettings | None = None,
         batch_size: int | None = None,
-        in_flight: int = 1,
-        row_of: dict[str, int] | None = None,
         **model_args: Any,
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
-        engine = answering_engine
-        if engine is None:  # Inspect's own command line: --model nova_eval/<model> -M ...
-            engine, in_flight = engine_from_model_args(model_name, model_args)
-        settings = settings or SamplingSettings()
+        engine = answering_engine  # None: Inspect's own command line, --model nova_eval/...
+        engine = engine or engine_from_model_args(model_name, model_args)
         batch_size = batch_size or engine.default_batch_size
-        self.engine, self.settings = engine, settings
+        in_flight = batches_in_flight(engine, batch_size)
+        self.engine, self.settings = engine, settings or SamplingSettings()
         self.batcher = Batcher(engine, batch_size, in_flight)
         self.calls_at_once = max(batch_size * in_flight * 4, 8)
         # sample id (as text) -> row, for the task being run: a call's sampling seed is its
         # row's, whatever its batch (engines/inspect_runner.py sets it per task)
-        self.row_of = row_of or {}
+        self.row_of: dict[str, int] = {}
 
     def max_connections(self) -> int:
         return self.calls_at_once

@@ -1,8 +1,9 @@
 """An engine that runs Inspect AI tasks: each request is one of a task's samples.
 
 The inference stage hands it a block of prompt rows as it hands any engine; it runs the
-rows' Inspect task on those samples (``inspect_ai.eval`` with ``sample_id``: the task's
-solver, then its scorers) with the recipe's model as an Inspect provider
+rows' Inspect task on those samples (``inspect_ai.eval`` of the task over a dataset of
+those samples: the task's solver, then its scorers) with the recipe's model as an Inspect
+provider
 (engines/inspect_provider.py), or with Inspect's own provider where the recipe names one
 (``evaluation.inspect_model``). Each row comes back as a :class:`Generation` (the final
 answer, its tokens and usage) carrying its Inspect record: the scores reduced over epochs
@@ -31,6 +32,11 @@ from nova_eval_assets.engines.base import (
     SamplingSettings,
     TokenLogprob,
 )
+from nova_eval_assets.engines.inspect_provider import (
+    PROVIDER,
+    STOP_REASONS,
+    NovaEvalModelAPI,
+)
 from nova_eval_assets.layout import safe_name
 from nova_eval_assets.tasks.inspect_task import (
     SAMPLE_ID_FIELD,
@@ -42,6 +48,8 @@ from nova_eval_assets.tasks.inspect_task import (
 
 #: rows per batch when Inspect's own provider answers (no engine of ours to ask)
 PROVIDER_BATCH = 8
+#: Inspect's stop reasons as our finish reasons (any other: stop)
+FINISH_REASONS = {stop: finish for finish, stop in STOP_REASONS.items()}
 
 
 class InspectTaskError(RuntimeError):
@@ -84,16 +92,11 @@ class InspectTaskEngine:
         if inner is not None:
             from inspect_ai.model import GenerateConfig, Model
 
-            from nova_eval_assets.engines.inspect_provider import PROVIDER, NovaEvalModelAPI
-
-            served = inner.name in ("openai", "bedrock")
-            in_flight = max(1, getattr(inner, "concurrency", batch) // batch) if served else 1
             self.api = NovaEvalModelAPI(
                 model_name=_model_name(inner),
                 answering_engine=inner,
                 settings=settings,
                 batch_size=batch,
-                in_flight=in_flight,
             )
             self.model: Any = Model(api=self.api, config=GenerateConfig())
             self.model_id = inner.model_id
@@ -144,14 +147,16 @@ class InspectTaskEngine:
             self.api.row_of = ids
         folder = tempfile.mkdtemp(prefix="inspect-block-")
         try:  # the log's samples are read from its file: gone with the folder
-            return self._answers(task_name, ids, self._eval(task_name, rows, folder))
+            began = time.perf_counter()
+            log = self._eval(task_name, rows, folder)
+            seconds = (time.perf_counter() - began) / max(len(ids), 1)
+            return self._answers(task_name, ids, log, seconds)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
     def _eval(self, task_name: str, rows: list[GenerationRequest], folder: str) -> Any:
         from inspect_ai import eval as inspect_eval
 
-        began = time.perf_counter()
         (log,) = inspect_eval(
             self._block_task(task_name, [self.rows[r.row_index][1] for r in rows]),
             model=self.model,
@@ -164,7 +169,6 @@ class InspectTaskEngine:
             log_realtime=False,
             log_buffer=max(len(rows), 1),
         )
-        self.seconds = time.perf_counter() - began
         if log.status != "success" or log.samples is None:
             message = log.error.message if log.error is not None else log.status
             raise InspectTaskError(f"Inspect task {task_name}: {message}")
@@ -193,8 +197,11 @@ class InspectTaskEngine:
         )
         return block
 
-    def _answers(self, task_name: str, ids: dict[str, int], log: Any) -> dict[int, Generation]:
-        seconds = self.seconds / max(len(ids), 1)
+    def _answers(
+        self, task_name: str, ids: dict[str, int], log: Any, seconds: float
+    ) -> dict[int, Generation]:
+        """Each row's generation from the block's log; ``seconds``: a row's share of the
+        block's time."""
         reduced: dict[str, dict[str, Any]] = {}
         for reduction in log.reductions or []:
             for score in reduction.samples:
@@ -262,7 +269,7 @@ def _generation(
         prompt_tokens=usage.input_tokens if usage else 0,
         completion_tokens=usage.output_tokens if usage else len(tokens),
         latency_s=seconds,
-        finish_reason="error" if errors else {"max_tokens": "length"}.get(stop, "stop"),
+        finish_reason="error" if errors else FINISH_REASONS.get(stop, "stop"),
         error="; ".join(errors)[:2000] if errors and not record["scores"] else None,
         inspect_record=json.dumps(record, ensure_ascii=False, default=str),
     )

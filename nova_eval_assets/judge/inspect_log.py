@@ -12,13 +12,13 @@ from inspect_ai.log import EvalSample
 from inspect_ai.model import ChatCompletionChoice, ModelOutput
 from inspect_ai.scorer import Score
 
+from nova_eval_assets.engines.inspect_provider import STOP_REASONS, token_usage
 from nova_eval_assets.judge.results import preference_counts
 from nova_eval_assets.judge.rubric import is_rubric_table, row_scores
 from nova_eval_assets.judge.settings import sampling_settings
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.report.inspect_log import (
-    STOP_REASONS,
     assistant_message,
     column_values,
     conversation,
@@ -27,7 +27,6 @@ from nova_eval_assets.report.inspect_log import (
     recipe_eval_header,
     sample_batch_rows,
     sample_metadata,
-    token_usage,
     write_inspect_log,
 )
 

@@ -70,17 +70,15 @@ from inspect_ai.model import (
     ContentReasoning,
     ContentText,
     GenerateConfig,
-    Logprob,
     Logprobs,
     ModelOutput,
     ModelUsage,
-    TopLogprob,
 )
-from inspect_ai.model._model_output import StopReason
 from inspect_ai.scorer import Score
 
 from nova_eval_assets import storage
 from nova_eval_assets.engines.base import SamplingSettings
+from nova_eval_assets.engines.inspect_provider import STOP_REASONS, inspect_logprobs, token_usage
 from nova_eval_assets.layout import EvalLayout
 from nova_eval_assets.recipe import LoadedRecipe
 from nova_eval_assets.tasks.base import subtask_of_key
@@ -96,7 +94,6 @@ ROWS_PER_BATCH = 1_024
 #: the metric names of every single-valued score (the viewer tabulates scores that share them)
 VALUE, STDERR = "value", "stderr"
 STDERR_SUFFIX = "_stderr"
-STOP_REASONS: dict[str, StopReason] = {"stop": "stop", "length": "max_tokens"}
 _COPY_CHUNK = 8 << 20
 
 # ---------------------------------------------------------------- the writer
@@ -288,19 +285,10 @@ def sample_metadata(text: str | None, **ours: Any) -> dict[str, Any]:
 
 
 def _logprobs(tokens: list[dict[str, Any]] | None) -> Logprobs | None:
-    if not tokens:
-        return None
-    return Logprobs(
-        content=[
-            Logprob(
-                token=token["token"],
-                logprob=token["logprob"],
-                top_logprobs=[TopLogprob(token=t["token"], logprob=t["logprob"]) for t in top]
-                if (top := token.get("top"))
-                else None,
-            )
-            for token in tokens
-        ]
+    """A row's ``token_logprobs`` cell as Inspect's log probabilities."""
+    return inspect_logprobs(
+        (t["token"], t["logprob"], ((x["token"], x["logprob"]) for x in t.get("top") or ()))
+        for t in tokens or ()
     )
 
 
@@ -322,13 +310,6 @@ def conversation(system: str | None, prompt: str) -> list[ChatMessage]:
     solver has it, so the viewer's list shows each row's own prompt."""
     user = ChatMessageUser(content=prompt, source="input")
     return [ChatMessageSystem(content=system), user] if system else [user]
-
-
-def token_usage(prompt_tokens: int | None, completion_tokens: int | None) -> ModelUsage:
-    prompt, completion = prompt_tokens or 0, completion_tokens or 0
-    return ModelUsage(
-        input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion
-    )
 
 
 def eval_error(message: str) -> EvalError:
