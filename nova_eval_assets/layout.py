@@ -134,6 +134,12 @@ class EvalLayout:
         """The Inspect AI logs (``.eval``) of this evaluation: ``inspect view --log-dir`` it."""
         return self.result("inspect")
 
+    @property
+    def inspect_specs(self) -> str:
+        """Task inspect: each Inspect task's EvalSpec as its blocks ran it (the header of the
+        task's log)."""
+        return self.stage("inference", "inspect")
+
     def inspect_log(self, stamp: str, task: str) -> str:
         """The Inspect AI log of the results written at ``stamp`` (the results JSON's)."""
         return storage.join(self.inspect_dir, *_components((f"{stamp}_{safe_name(task)}.eval",)))

@@ -16,17 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from nova_eval_assets import storage
+from nova_eval_assets.metrics.batch_scoring import RECORD_COLUMN
 from nova_eval_assets.tasks.inspect_task import InspectBenchmark, task_by_name
-
-RECORD_COLUMN = "inspect_record"
 
 
 @dataclass
 class TaskResults:
-    """One Inspect task's aggregation: Inspect's EvalResults and reductions, and its rows."""
+    """One Inspect task's aggregation: Inspect's EvalResults, and its rows."""
 
     results: Any
-    reductions: Any
     rows: int
 
     def metrics(self) -> dict[str, float]:
@@ -74,9 +72,9 @@ def task_results(benchmark: InspectBenchmark, examples: str) -> dict[str, TaskRe
                 )
     out: dict[str, TaskResults] = {}
     for name, task in tasks.items():
-        results, reductions = (None, None)
+        results = None
         if scores[name]:
-            results, reductions = eval_results(
+            results, _ = eval_results(
                 samples=rows[name],
                 scores=scores[name],
                 reducers=task.epochs_reducer,
@@ -84,7 +82,7 @@ def task_results(benchmark: InspectBenchmark, examples: str) -> dict[str, TaskRe
                 metrics=task.metrics,
                 completed_samples=completed[name],
             )
-        out[name] = TaskResults(results, reductions, rows[name])
+        out[name] = TaskResults(results, rows[name])
     return out
 
 

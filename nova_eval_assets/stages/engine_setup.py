@@ -94,7 +94,7 @@ def inspect_engine(loaded: LoadedRecipe, inner: Engine | None) -> Engine:
     return InspectTaskEngine(
         benchmark,  # type: ignore[arg-type]
         layout.prompts,
-        layout.stage("inference", "inspect"),
+        layout.inspect_specs,
         inner,
         evaluation.inspect_model,
         sampling_settings(loaded),

@@ -407,7 +407,7 @@ def write_report(loaded: LoadedRecipe, started_at: float | None = None) -> dict[
             tally.benchmark.task,
             examples_path,
             inspect_runs,
-            layout.stage("inference", "inspect"),
+            layout.inspect_specs,
             lambda task: layout.inspect_log(stamp, task),
         )
         paths["inspect_logs"] = layout.inspect_dir

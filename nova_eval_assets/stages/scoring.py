@@ -60,7 +60,7 @@ def score_replica(loaded: LoadedRecipe, replica: int) -> dict[str, Any]:
     columns = _SCORED_COLUMNS
     if benchmark is not None and loaded.recipe.inference.top_logprobs > 0:
         columns = [*columns, TOKENS_COLUMN]  # a benchmark's scorer may read them
-    if benchmark is not None and benchmark.name == "inspect":
+    if loaded.recipe.evaluation.inspect_specs:
         columns = [*columns, RECORD_COLUMN]  # the scores Inspect's scorers gave
     if extras.rewards is not None:
         columns = [*columns, "system", "metadata"]  # the samples a reward function gets

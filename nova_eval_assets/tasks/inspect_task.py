@@ -18,6 +18,7 @@ stderrs of the per-row values, under ``custom|<task name>|0``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -128,7 +129,9 @@ class InspectBenchmark(BenchmarkTask):
         ]
 
 
-TASK = BenchmarkTask(
+#: the task as the registry knows it; a recipe's is this with its Inspect tasks
+#: (:func:`inspect_benchmark`)
+TASK = InspectBenchmark(
     name=NAME,
     strategy=NAME,
     metric="all",
@@ -138,6 +141,7 @@ TASK = BenchmarkTask(
     score=_score,
     headline="score",
     metrics=(),
+    package="inspect-ai",
     notes=(CODE_WARNING,),
 )
 
@@ -254,20 +258,13 @@ def inspect_benchmark(specs: tuple[str, ...], args_json: str) -> InspectBenchmar
     metrics: list[str] = []
     for task in tasks:
         metrics.extend(name for name in scorer_names(task) if name not in metrics)
-    return InspectBenchmark(
-        name=NAME,
-        strategy=NAME,
-        metric="all",
+    return dataclasses.replace(
+        TASK,
         description=f"Inspect AI: {', '.join(names)}",
-        fields=TASK.fields,
-        sample=_sample,
-        score=_score,
-        headline=metrics[0] if metrics else "score",
+        headline=metrics[0] if metrics else TASK.headline,
         metrics=tuple((name, None) for name in metrics),
         subtasks=names if len(names) > 1 else (),
         package_rows=lambda: iter_rows(specs, args_json),
-        package="inspect-ai",
-        notes=(CODE_WARNING,),
         specs=specs,
         args_json=args_json,
         task_names=names,
